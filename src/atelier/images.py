@@ -1,0 +1,397 @@
+"""Load, convert, resize and save images: the one pixel convention.
+
+Contract: between modules an image is a ``float32`` torch tensor ``[N,3,H,W]``, RGB, range [0,1].
+``open_image`` turns any readable file into a fully loaded 8-bit RGB ``PIL.Image`` (EXIF orientation applied,
+alpha composited over white); ``pil_to_tensor``/``tensor_to_pil`` convert exactly for 8-bit values.
+Every problem a user can cause (missing, unreadable, corrupt or oversized file, bad output path) raises
+``AtelierError`` with a one-line message naming the path. Writes are atomic: a temporary file in the target's
+directory is fsynced and renamed into place, so a crash never leaves a half-written file under the real name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+import threading
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
+
+from .errors import AtelierError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+DEFAULT_MAX_PIXELS = 50_000_000
+SUPPORTED_SAVE = {".png", ".jpg", ".jpeg", ".webp"}
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"})
+METADATA_KEY = "atelier"  # PNG text-chunk key holding json.dumps(metadata)
+_SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+_READABLE = "JPEG, PNG, WebP, TIFF, BMP or GIF"
+
+
+# mkstemp creates files 0600; finished files get the mode a plain open() would give them. Python has no
+# read-only umask call, so read it once at import time by setting and restoring it.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+
+def _allow_in_pillow(max_pixels: int) -> None:
+    # Pillow warns above Image.MAX_IMAGE_PIXELS and refuses above twice that, from the same header size we
+    # check. Raise its limit (never lower it, never disable it) to at least ours, so --max-pixels can really
+    # go higher while Pillow's check stays a backstop for every other Image.open in the process.
+    with _PILLOW_LIMIT_LOCK:
+        if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+            Image.MAX_IMAGE_PIXELS = max_pixels
+
+
+def _too_many(path: Path, size: tuple[int, int] | None, max_pixels: int) -> AtelierError:
+    dims = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels, " if size else ""
+    return AtelierError(f"{path} is too large ({dims}limit {max_pixels:,} pixels); "
+                        "shrink it or raise the limit with --max-pixels")
+
+
+def _corrupt(path: Path, err: BaseException) -> AtelierError:
+    return AtelierError(f"{path} is truncated or corrupt ({type(err).__name__}: {err}); "
+                        "re-export or re-download the image")
+
+
+def open_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open an image file as a fully decoded RGB ``PIL.Image`` (EXIF-rotated, alpha over white)."""
+    p = Path(path)
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise AtelierError(f"--max-pixels must be a positive whole number, got {max_pixels!r}")
+    try:
+        f = open(p, "rb")  # opened by us so missing/directory/permission problems get precise messages
+    except FileNotFoundError:
+        raise AtelierError(f"image not found: {p}; check the path") from None
+    except IsADirectoryError:
+        raise AtelierError(f"{p} is a directory, not an image file; pass an image file") from None
+    except PermissionError:
+        raise AtelierError(f"permission denied reading {p}; check the file's permissions") from None
+    except OSError as e:
+        raise AtelierError(f"cannot read {p} ({e.strerror or e}); check the path") from None
+    with f:
+        if os.fstat(f.fileno()).st_size == 0:
+            raise AtelierError(f"{p} is empty (0 bytes); re-export or re-download the image")
+        _allow_in_pillow(max_pixels)
+        # Pillow's bomb warning means "over the limit": make it an exception so nothing gets decoded.
+        # (catch_warnings is process-wide; racing threads can at worst leave this stricter filter installed.)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            try:
+                img = Image.open(f)  # reads the header only
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+                raise _too_many(p, None, max_pixels) from None
+            except UnidentifiedImageError:
+                raise AtelierError(f"{p} is not an image atelier can read; use {_READABLE}") from None
+            except Exception as e:  # a broken header surfaces as many exception types
+                raise _corrupt(p, e) from None
+            w, h = img.size
+            if w <= 0 or h <= 0:
+                raise AtelierError(f"{p} has zero width or height ({w}x{h}); use a non-empty image")
+            if w * h > max_pixels:
+                raise _too_many(p, (w, h), max_pixels)
+            try:
+                # ImageFile.LOAD_TRUNCATED_IMAGES stays False, so a short file raises here instead of
+                # being padded with grey. GIF/WebP/APNG: the current frame after open is the first one.
+                img.load()
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+                raise _too_many(p, (w, h), max_pixels) from None
+            except MemoryError:
+                raise AtelierError(f"not enough memory to decode {p} ({w}x{h}); "
+                                   "use a smaller image or lower --max-pixels") from None
+            except Exception as e:
+                raise _corrupt(p, e) from None
+        try:
+            ImageOps.exif_transpose(img, in_place=True)
+        except Exception:
+            pass  # malformed EXIF: the pixels are fine, so keep them as stored rather than refuse the file
+    try:
+        return _to_rgb(img)
+    except ValueError:
+        raise AtelierError(f"{p} uses colour mode {img.mode!r}, which cannot be converted to RGB; "
+                           "convert it to RGB first") from None
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB; alpha/transparency is composited over white."""
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I") or img.mode == "F":
+        # Pillow's own I;16 -> L conversion clips at 255 instead of scaling, so scale here.
+        # I;16* and I are 16-bit data in practice; F is taken as [0,1] unless it clearly is [0,255].
+        a = np.asarray(img, dtype=np.float64)
+        scale = 65535.0 if img.mode != "F" else (255.0 if a.size and a.max() > 1.0 else 1.0)
+        g = np.clip(np.rint(a / scale * 255.0), 0, 255).astype(np.uint8)
+        return Image.fromarray(g).convert("RGB")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")  # L, 1, P, CMYK, YCbCr...
+
+
+def pil_to_tensor(img: Image.Image) -> torch.Tensor:
+    """PIL image -> ``[1,3,H,W]`` float32 in [0,1] (non-RGB modes converted as in ``open_image``)."""
+    arr = np.array(_to_rgb(img), dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
+    return torch.from_numpy(arr).permute(2, 0, 1).to(torch.float32).div_(255.0).unsqueeze(0).contiguous()
+
+
+def tensor_to_pil(t: torch.Tensor) -> Image.Image:
+    """``[1,3,H,W]`` or ``[3,H,W]`` tensor -> 8-bit RGB image (clamped to [0,1], rounded to nearest)."""
+    if t.dim() == 4 and t.shape[0] == 1:
+        t = t[0]
+    if t.dim() != 3 or t.shape[0] != 3:
+        raise ValueError(f"expected a [1,3,H,W] or [3,H,W] tensor, got shape {tuple(t.shape)}")
+    x = torch.nan_to_num(t.detach().to("cpu", torch.float32), nan=0.0)  # new tensor: safe to edit in place
+    x = x.clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
+    return Image.fromarray(x.permute(1, 2, 0).contiguous().numpy())
+
+
+def load_image(path: PathLike, size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+               device: torch.device | str | None = None) -> torch.Tensor:
+    """Read a file as ``[1,3,H,W]``; with ``size``, resize (up or down) so the long side equals it."""
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise AtelierError(f"size must be a positive whole number of pixels, got {size!r}")
+    t = pil_to_tensor(open_image(path, max_pixels))
+    if size is not None:
+        t = resize_long_side(t, size)  # same resampler as everywhere else, so results don't depend on entry point
+    return t if device is None else t.to(device)
+
+
+# ---------------------------------------------------------------------------------------------- resizing
+
+
+def long_side_hw(h: int, w: int, long_side: int) -> tuple[int, int]:
+    """Target (H, W) with the long side = ``long_side``, aspect kept, short side rounded half up, >= 1."""
+    if long_side < 1:
+        raise ValueError(f"long_side must be >= 1, got {long_side}")
+    scale = long_side / max(h, w)
+    if h >= w:
+        return long_side, max(1, math.floor(w * scale + 0.5))
+    return max(1, math.floor(h * scale + 0.5)), long_side
+
+
+def resize_long_side(t: torch.Tensor, long_side: int) -> torch.Tensor:
+    """Resize ``[N,3,H,W]`` (or ``[3,H,W]``) so its long side is ``long_side``; differentiable."""
+    return resize_to(t, long_side_hw(int(t.shape[-2]), int(t.shape[-1]), long_side))
+
+
+def resize_to(t: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """Resize ``[N,3,H,W]`` (or ``[3,H,W]``) to ``hw``: bicubic, antialiased when shrinking, clamped to [0,1].
+
+    Returns ``t`` itself when the size already matches. Differentiable (used inside the optimisation).
+    """
+    h, w = int(hw[0]), int(hw[1])
+    if h < 1 or w < 1:
+        raise ValueError(f"target size must be at least 1x1, got {h}x{w}")
+    if (int(t.shape[-2]), int(t.shape[-1])) == (h, w):
+        return t
+    x = t.unsqueeze(0) if t.dim() == 3 else t
+    # antialias=True low-pass filters when shrinking; without it a fine texture aliases into moire.
+    y = F.interpolate(x, size=(h, w), mode="bicubic", antialias=True, align_corners=False).clamp(0.0, 1.0)
+    return y.squeeze(0) if t.dim() == 3 else y
+
+
+# ----------------------------------------------------------------------------------------------- writing
+
+
+def check_output_path(path: PathLike) -> Path:
+    """Validate an output path before a long computation: extension, existing writable directory."""
+    p = Path(path)
+    ext = p.suffix.lower()
+    if ext not in SUPPORTED_SAVE:
+        raise AtelierError(f"cannot save {p}: unsupported extension {ext or '(none)'!r}; "
+                           f"use one of {', '.join(sorted(SUPPORTED_SAVE))}")
+    if p.is_dir():
+        raise AtelierError(f"cannot save to {p}: it is a directory; give a file name such as {p / 'out.png'}")
+    parent = p.parent  # Path("out.png").parent is Path("."), the working directory
+    if not parent.exists():
+        raise AtelierError(f"cannot save {p}: directory {parent} does not exist; create it first")
+    if not parent.is_dir():
+        raise AtelierError(f"cannot save {p}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise AtelierError(f"cannot save {p}: directory {parent} is not writable; "
+                           "choose another location or fix its permissions")
+    return p
+
+
+def _fsync_dir(directory: Path) -> None:
+    # Makes the rename itself durable on POSIX; directories can't be opened this way everywhere (Windows).
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success fsync it and rename it over ``path``.
+
+    If the body raises, the temporary file is removed and the exception propagates unchanged, so the real
+    name only ever holds a complete file. The temp name ends in ``.tmp``: writers must name the format
+    explicitly (e.g. ``img.save(tmp, format="PNG")``). OS errors of the wrapper itself become AtelierError.
+    """
+    target = Path(path)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+    except OSError as e:
+        raise AtelierError(f"cannot write {target} ({e.strerror or e}); "
+                           f"check that {target.parent} exists and is writable") from None
+    tmp = Path(name)
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    try:
+        fd = os.open(tmp, os.O_RDWR)  # the body may have replaced the file, so reopen by name
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            mode = target.stat().st_mode & 0o7777  # overwriting: keep the old file's permissions
+        except OSError:
+            mode = 0o666 & ~_UMASK
+        with contextlib.suppress(OSError):  # some filesystems refuse chmod; the data matters more
+            os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise AtelierError(f"cannot write {target} ({e.strerror or e}); check free disk space and permissions") \
+            from None
+    _fsync_dir(target.parent)
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (AtelierError on any OS error)."""
+    target = Path(path)
+    try:
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(data)
+    except OSError as e:
+        raise AtelierError(f"cannot write {target} ({e.strerror or e}); check free disk space and permissions") \
+            from None
+    return target
+
+
+def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (AtelierError on any OS error)."""
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".json")  # out.jpg -> out.jpg.json
+
+
+def save_image(image: torch.Tensor | Image.Image, path: PathLike, metadata: dict[str, Any] | None = None,
+               quality: int = 95) -> Path:
+    """Save a ``[1,3,H,W]``/``[3,H,W]`` tensor or PIL image atomically; format from the extension.
+
+    ``metadata`` (JSON-serialisable) goes into a PNG text chunk ``"atelier"``, or for JPEG/WebP into a sidecar
+    ``<path>.json``; a stale sidecar from an earlier save without metadata is removed. Read it back with
+    ``read_metadata``.
+    """
+    p = check_output_path(path)
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise AtelierError(f"quality must be a whole number from 1 to 100, got {quality!r}")
+    if isinstance(image, torch.Tensor):
+        pil = tensor_to_pil(image)
+    elif isinstance(image, Image.Image):
+        pil = _to_rgb(image)
+    else:
+        raise TypeError(f"save_image expects a tensor or PIL image, got {type(image).__name__}")
+    text = None if metadata is None else json.dumps(metadata)  # TypeError here = caller bug, nothing written
+    fmt = _SAVE_FORMATS[p.suffix.lower()]
+    options: dict[str, Any] = {}
+    if fmt == "PNG" and text is not None:
+        info = PngInfo()
+        info.add_text(METADATA_KEY, text)
+        options["pnginfo"] = info
+    elif fmt == "JPEG":
+        options.update(quality=quality, subsampling=0)  # 4:4:4: stylised colour edges blur under 4:2:0
+    elif fmt == "WEBP":
+        options.update(quality=quality)
+    try:
+        with atomic_path(p) as tmp:
+            pil.save(tmp, format=fmt, **options)
+    except AtelierError:
+        raise
+    except Exception as e:  # encoder limits (WebP max 16383 px), disk full, ...: the temp file is gone
+        raise AtelierError(f"could not write {p} as {fmt} ({type(e).__name__}: {e}); "
+                           "check free disk space, permissions and image size") from None
+    if fmt != "PNG":
+        sidecar = _sidecar(p)
+        if text is not None:
+            atomic_write_text(sidecar, text + "\n")
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                sidecar.unlink()  # it described an earlier image under this name
+    return p
+
+
+def read_metadata(path: PathLike) -> dict[str, Any] | None:
+    """Metadata written by ``save_image`` (PNG text chunk, else ``<path>.json`` sidecar); None if absent."""
+    p = Path(path)
+    if not p.is_file():
+        raise AtelierError(f"image not found: {p}; check the path")
+    if p.suffix.lower() == ".png":
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # header only, nothing decoded
+                with Image.open(p) as im:
+                    text = im.info.get(METADATA_KEY)  # save_image puts the chunk before the pixel data
+        except Exception as e:
+            raise AtelierError(f"cannot read metadata from {p} ({type(e).__name__}: {e}); "
+                               "is it a PNG written by atelier?") from None
+    else:
+        sidecar = _sidecar(p)
+        try:
+            text = sidecar.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise AtelierError(f"cannot read {sidecar} ({e.strerror or e}); check its permissions") from None
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        raise AtelierError(f"metadata of {p} is not valid JSON; re-save the image") from None
+    if not isinstance(data, dict):
+        raise AtelierError(f"metadata of {p} is not a JSON object; re-save the image")
+    return data
+
+
+def list_images(folder: PathLike) -> list[Path]:
+    """Image files directly inside ``folder`` (not recursive), sorted; hidden files are skipped."""
+    d = Path(folder)
+    if not d.exists():
+        raise AtelierError(f"folder not found: {d}; check the path")
+    if not d.is_dir():
+        raise AtelierError(f"{d} is not a folder; pass a folder of images")
+    try:
+        entries = list(d.iterdir())
+    except PermissionError:
+        raise AtelierError(f"permission denied listing {d}; check the folder's permissions") from None
+    # Hidden names skip macOS "._x.jpg" resource forks and our own in-progress ".x.png.*.tmp" files.
+    return sorted(e for e in entries
+                  if e.suffix.lower() in IMAGE_EXTENSIONS and not e.name.startswith(".") and e.is_file())
