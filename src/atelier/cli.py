@@ -1,0 +1,181 @@
+"""Command line: thin subcommands over ``atelier.api`` and the weights helpers.
+
+The ``stylize`` flags are generated from ``config.StylizeOptions`` so each default and help text is written once.
+Errors a user can cause print one line (``atelier: error: ...``) and exit with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import typing
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from . import __version__
+from .config import StylizeOptions
+from .errors import AtelierError
+from .progress import StepInfo
+
+EXIT_USAGE = 2
+
+
+def _parse_list(kind: type, flag: str):
+    def parse(text: str) -> tuple:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        try:
+            return tuple(kind(t) for t in items)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes comma-separated {kind.__name__} values, "
+                                             f"got {text!r}") from None
+    return parse
+
+
+def _scalar_type(f) -> type:
+    hint = typing.get_type_hints(StylizeOptions)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def add_option_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
+    """Add one flag per ``StylizeOptions`` field, with the field's default and help."""
+    group = parser.add_argument_group("optimisation options (defaults from atelier.config.StylizeOptions)")
+    for f in fields(StylizeOptions):
+        if f.name in skip:
+            continue
+        meta = f.metadata
+        flag = "--" + (meta.get("flag") or f.name.replace("_", "-"))
+        default = f.default if f.default is not MISSING else None
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
+                                  "help": f"{meta.get('help', '')} (default: {shown})"}
+        if meta.get("list_of"):
+            kwargs["type"] = _parse_list(meta["list_of"], flag)
+            kwargs["metavar"] = meta.get("metavar") or "A,B"
+        else:
+            kwargs["type"] = _scalar_type(f)
+            if meta.get("choices"):
+                kwargs["choices"] = meta["choices"]
+            if meta.get("metavar"):
+                kwargs["metavar"] = meta["metavar"]
+        group.add_argument(flag, **kwargs)
+
+
+class _Progress:
+    """A tqdm bar per scale showing the loss parts and ETA, fed by the StepInfo callback."""
+
+    def __init__(self, enabled: bool, out: Optional[Path], save_every: int):
+        self.enabled, self.out, self.save_every = enabled, out, save_every
+        self.bar = None
+        self.scale = -1
+
+    def __call__(self, info: StepInfo) -> None:
+        if self.enabled:
+            from tqdm import tqdm
+
+            if info.scale != self.scale:
+                self.close()
+                self.scale = info.scale
+                h, w = info.size
+                self.bar = tqdm(total=info.total, desc=f"{info.engine} {info.scale + 1}/{info.scales} {w}x{h}",
+                                unit="eval", file=sys.stderr, dynamic_ncols=True, leave=True)
+            self.bar.set_postfix({k: f"{v:.3g}" for k, v in info.parts.items()} | {"loss": f"{info.loss:.4g}"},
+                                 refresh=False)
+            self.bar.update(1)
+        if self.save_every and self.out is not None and info.image is not None \
+                and info.evaluations % self.save_every == 0:
+            from .images import save_image
+
+            path = self.out.with_name(f"{self.out.stem}.{info.evaluations:05d}{self.out.suffix}")
+            save_image(info.image, path, {"intermediate": True, "evaluations": info.evaluations})
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def cmd_stylize(args: argparse.Namespace) -> int:
+    from .api import stylize
+    from .images import check_output_path
+
+    out = check_output_path(args.output)
+    options = {f.name: getattr(args, f.name) for f in fields(StylizeOptions) if hasattr(args, f.name)}
+    progress = _Progress(not args.quiet, out, options.get("save_every", 0))
+    try:
+        result = stylize(args.content, args.style, method=args.method, callback=progress, **options)
+    finally:
+        progress.close()
+    path = result.save(out)
+    note = " (random VGG19 weights: not a real style transfer)" if result.metadata.get("random_weights") else ""
+    print(f"wrote {path} ({result.evaluations} loss evaluations, {result.seconds:.1f} s){note}")
+    return 0
+
+
+def cmd_methods(args: argparse.Namespace) -> int:
+    from .api import list_methods
+
+    for m in list_methods():
+        state = "available" if m["available"] else "unavailable"
+        print(f"{m['name']:<10} {state:<12} {m['description']}")
+        print(f"{'':<10} {'':<12} {m['reason']}")
+    return 0
+
+
+def cmd_weights_fetch(args: argparse.Namespace) -> int:
+    from .features.vgg import fetch_vgg19
+
+    if args.name != "vgg19":
+        raise AtelierError(f"unknown weights {args.name!r}; choose from: vgg19")
+    path = fetch_vgg19(args.source, progress=not args.quiet)
+    print(f"cached VGG19 conv1_1..conv5_1 at {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="atelier", description="Neural style transfer.")
+    p.add_argument("--version", action="version", version=f"atelier {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    s = sub.add_parser("stylize", help="stylise a photograph in the style of one or more artworks",
+                       description="Stylise CONTENT in the style of STYLE (several --style are blended).")
+    s.add_argument("content", metavar="CONTENT", help="the photograph")
+    s.add_argument("--style", "-s", action="append", required=True, metavar="STYLE",
+                   help="a style image (repeat for several)")
+    s.add_argument("--output", "-o", required=True, metavar="OUT", help="output image (.png, .jpg, .webp)")
+    s.add_argument("--method", "-m", default="gatys", help="engine (see `atelier methods`; default: gatys)")
+    s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    add_option_flags(s)
+    s.set_defaults(func=cmd_stylize)
+
+    m = sub.add_parser("methods", help="list the engines and whether each can run here")
+    m.set_defaults(func=cmd_methods)
+
+    w = sub.add_parser("weights", help="manage pretrained weights")
+    wsub = w.add_subparsers(dest="weights_command", metavar="ACTION")
+    wsub.required = True
+    f = wsub.add_parser("fetch", help="download (or import a local file) and cache the slim conv1_1..conv5_1 copy")
+    f.add_argument("name", choices=["vgg19"], help="which weights")
+    f.add_argument("--from", dest="source", metavar="PATH", help="import this local .pth/.safetensors file")
+    f.add_argument("--quiet", "-q", action="store_true", help="no download progress bar")
+    f.set_defaults(func=cmd_weights_fetch)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except AtelierError as e:
+        print(f"atelier: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("atelier: interrupted; the output was not written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""Contract for feature networks (VGG19, the lite encoder, and anything registered later).
+
+A feature net is an ``nn.Module`` that:
+
+* takes pixels as the project's one convention: ``float32 [N,3,H,W]``, RGB, range [0,1], and applies its own
+  input normalisation inside (ImageNet mean/std for VGG19, whatever the encoder was trained with otherwise);
+* names its layers (``conv1_1``, ``relu1_1``, ``pool1`` ... in forward order) in ``layer_names``;
+* ``forward(x, layers)`` returns ``{name: tensor}`` for exactly the requested names and runs only as deep as the
+  deepest requested layer (so a content-only pass at conv4_2 never touches block 5);
+* states its defaults (``default_content_layers``, ``default_style_layers``) and an ``identity`` string that says
+  which weights it carries (for example ``vgg19:torchvision-imagenet`` or ``vgg19:random(seed=0)``). Outputs record
+  the identity so an image made with random weights is always labelled as such;
+* has its parameters frozen (``requires_grad=False``) and is in eval mode.
+
+The optimisation engine only talks to this contract, so it never knows which net it drives.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import AtelierError
+
+
+class FeatureNet(nn.Module):
+    """Base class: subclasses fill ``self.layers`` (ordered name -> module) and ``_normalize``."""
+
+    default_content_layers: tuple[str, ...] = ()
+    default_style_layers: tuple[str, ...] = ()
+
+    def __init__(self, identity: str):
+        super().__init__()
+        self.identity = identity
+        self.layers = nn.ModuleDict()  # ordered: name -> module applied in sequence
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return tuple(self.layers.keys())
+
+    @property
+    def is_random(self) -> bool:
+        """True when the weights are seeded random ones rather than trained ones."""
+        return "random" in self.identity
+
+    def check_layers(self, layers: Iterable[str], what: str = "layer") -> list[str]:
+        """Return ``layers`` as a list, or raise AtelierError naming the valid choices."""
+        layers = list(layers)
+        valid = self.layer_names
+        for name in layers:
+            if name not in valid:
+                raise AtelierError(
+                    f"unknown {what} {name!r} for this feature net; choose from: {', '.join(valid)}"
+                )
+        if not layers:
+            raise AtelierError(f"no {what}s given; choose from: {', '.join(valid)}")
+        return layers
+
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - overridden
+        return x
+
+    def freeze(self) -> "FeatureNet":
+        for p in self.parameters():
+            p.requires_grad_(False)
+        return self.eval()
+
+    def forward(self, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+        wanted = set(self.check_layers(layers))
+        out: dict[str, torch.Tensor] = {}
+        h = self._normalize(x)
+        for name, module in self.layers.items():
+            h = module(h)
+            if name in wanted:
+                out[name] = h
+                if len(out) == len(wanted):
+                    break  # nothing deeper is needed
+        return out

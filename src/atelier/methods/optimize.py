@@ -1,0 +1,243 @@
+"""The optimisation engine (Gatys et al. 2016), written once for any feature net.
+
+The output image's pixels are the parameters. Loss = content (deep layer features) + style (Gram matrices of the
+first conv of each block, blended over several style images) + total variation, all in the relative form of
+``losses.py``. L-BFGS or Adam; we count loss evaluations (closure calls) and optimiser steps separately.
+
+Coarse-to-fine: each scale starts from the upsampled result of the previous one, so the fine scales only refine.
+Target features are computed once per scale, and the net runs only as deep as the deepest requested layer.
+
+Colour (Gatys et al. 2017): ``luminance`` optimises a one-channel luma image against luma-only content and style
+(the style's luma shifted to the content's mean and std) and puts the content's chroma back at the end;
+``histogram`` recolours each style image to the content's colour mean and covariance before transfer.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from .. import colour
+from ..config import StylizeOptions
+from ..errors import AtelierError
+from ..features.base import FeatureNet
+from ..images import load_image, resize_long_side, resize_to
+from ..losses import blend_grams, content_loss, gram, style_loss, tv_loss
+from ..progress import Callback, StepInfo
+
+
+@dataclass
+class OptimizeResult:
+    image: torch.Tensor                     # [1,3,H,W] in [0,1]
+    evaluations: int
+    optimizer_steps: int
+    seconds: float
+    scale_sizes: list[tuple[int, int]]
+    history: list[dict] = field(default_factory=list)  # StepInfo.record() of every evaluation
+
+
+@dataclass
+class _Targets:
+    content: dict[str, torch.Tensor]
+    grams: dict[str, torch.Tensor]
+
+
+def _hw_for_long_side(h: int, w: int, long_side: int) -> tuple[int, int]:
+    scale = long_side / max(h, w)
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def _initial_image(init: str, content: torch.Tensor, seed: int, max_pixels: int) -> torch.Tensor:
+    if init == "content":
+        return content.clone()
+    if init == "random":
+        g = torch.Generator(device="cpu").manual_seed(seed)
+        return torch.rand(content.shape, generator=g).to(content)
+    # Anything else is a path to an image; it is resized to the first scale's shape.
+    start = load_image(init, max_pixels=max_pixels).to(content)
+    return resize_to(start, tuple(content.shape[-2:]))
+
+
+class _Engine:
+    def __init__(self, net: FeatureNet, options: StylizeOptions, engine: str, callback: Optional[Callback],
+                 view: Callable[[torch.Tensor], torch.Tensor]):
+        # ``view`` maps the optimised tensor to what the net sees (identity, or luma repeated on R, G and B).
+        self.net, self.o, self.engine, self.callback, self.view = net, options, engine, callback, view
+        self.content_layers = net.check_layers(options.content_layers, "content layer")
+        self.style_layers = net.check_layers(options.style_layers, "style layer")
+        # One forward pass serves both losses: ask for the union, in the net's own order.
+        wanted = set(self.content_layers) | set(self.style_layers)
+        self.all_layers = [n for n in net.layer_names if n in wanted]
+        self.evaluations = 0
+        self.steps = 0
+        self.history: list[dict] = []
+        self.t0 = time.perf_counter()
+
+    # -- targets --------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def targets(self, content: torch.Tensor, styles: Sequence[torch.Tensor], weights: Sequence[float]) -> _Targets:
+        c = {k: v.detach() for k, v in self.net(self.view(content), self.content_layers).items()}
+        grams = [{k: gram(v) for k, v in self.net(self.view(s), self.style_layers).items()} for s in styles]
+        return _Targets(c, blend_grams(grams, weights))
+
+    def loss(self, image: torch.Tensor, t: _Targets) -> tuple[torch.Tensor, dict[str, float]]:
+        feats = self.net(self.view(image), self.all_layers)
+        o = self.o
+        c = sum(content_loss(feats[n], t.content[n]) for n in self.content_layers) / len(self.content_layers)
+        s = sum(style_loss(feats[n], t.grams[n]) for n in self.style_layers) / len(self.style_layers)
+        tv = tv_loss(image)
+        parts = {"content": o.content_weight * c, "style": o.style_weight * s, "tv": o.tv_weight * tv}
+        total = parts["content"] + parts["style"] + parts["tv"]
+        return total, {k: float(v.detach()) for k, v in parts.items()}
+
+    # -- one scale ------------------------------------------------------------------------------------------
+    def run_scale(self, x: torch.Tensor, t: _Targets, index: int, count: int, to_rgb) -> torch.Tensor:
+        o = self.o
+        x = x.detach().clone().requires_grad_(True)
+        if o.optimizer == "lbfgs":
+            # max_iter=1 per step() call: without a line search each call is exactly one evaluation, and L-BFGS
+            # keeps its curvature history across calls, so we can clamp pixels and report between steps.
+            opt = torch.optim.LBFGS([x], lr=1.0, max_iter=1, history_size=100,
+                                    tolerance_grad=0.0, tolerance_change=0.0)
+        else:
+            opt = torch.optim.Adam([x], lr=o.learning_rate)
+        size = (int(x.shape[-2]), int(x.shape[-1]))
+        done = 0
+        while done < o.iterations:
+            last: dict = {}
+
+            def closure() -> torch.Tensor:
+                opt.zero_grad(set_to_none=True)
+                total, parts = self.loss(x, t)
+                if not torch.isfinite(total):
+                    raise AtelierError("the loss became NaN or infinite; lower --learning-rate or the loss weights")
+                total.backward()
+                last.update(loss=float(total.detach()), parts=parts)
+                return total
+
+            opt.step(closure)
+            with torch.no_grad():
+                x.clamp_(0.0, 1.0)
+            done += 1
+            self.evaluations += 1
+            self.steps += 1
+            info = StepInfo(self.engine, index, count, size, done, o.iterations, self.evaluations, self.steps,
+                            last["loss"], last["parts"], time.perf_counter() - self.t0)
+            self.history.append(info.record())
+            if self.callback is not None:
+                want_image = done == o.iterations or (o.save_every and self.evaluations % o.save_every == 0)
+                if want_image:
+                    with torch.no_grad():
+                        info.image = to_rgb(x.detach()).cpu()
+                self.callback(info)
+        return x.detach()
+
+
+def optimize(net: FeatureNet, content: torch.Tensor, styles: Sequence[torch.Tensor], options: StylizeOptions,
+             *, engine: str = "gatys", callback: Optional[Callback] = None) -> OptimizeResult:
+    """Stylise ``content`` ([1,3,H,W] at the output size) with ``styles`` (each [1,3,h,w], any size).
+
+    Styles are resized per scale so their long side is ``style_scale`` times the output's long side.
+    """
+    o = options.validate()
+    if not styles:
+        raise AtelierError("at least one style image is needed")
+    weights = list(o.style_weights) if o.style_weights is not None else [1.0] * len(styles)
+    if len(weights) != len(styles):
+        raise AtelierError(f"--style-weights has {len(weights)} values for {len(styles)} style images; "
+                           "give one weight per --style")
+    torch.manual_seed(o.seed)
+    content = content.detach()
+    styles = [s.detach() for s in styles]
+
+    if o.preserve_color == "histogram":
+        styles = [colour.match_colour(s, content) for s in styles]
+    if o.preserve_color == "luminance":
+        chroma = colour.rgb_to_ycbcr(content)[:, 1:]
+        content_work = colour.luminance(content)
+        styles = [colour.match_moments(colour.luminance(s), content_work) for s in styles]
+
+        def view(y: torch.Tensor) -> torch.Tensor:
+            return y.expand(-1, 3, -1, -1)
+
+        def to_rgb(y: torch.Tensor) -> torch.Tensor:
+            c = resize_to(chroma, tuple(y.shape[-2:]))
+            return colour.ycbcr_to_rgb(torch.cat([y, c], 1)).clamp(0, 1)
+
+        def to_work(rgb: torch.Tensor) -> torch.Tensor:
+            return colour.luminance(rgb)
+    else:
+        content_work = content
+
+        def view(x: torch.Tensor) -> torch.Tensor:
+            return x
+
+        to_rgb = to_work = view
+    eng = _Engine(net, o, engine, callback, view)
+
+    h, w = content.shape[-2:]
+    long_sides = o.scale_sizes()
+    hws = [_hw_for_long_side(h, w, s) for s in long_sides]
+    x: Optional[torch.Tensor] = None
+    for i, (hw, long_side) in enumerate(zip(hws, long_sides)):
+        c_s = resize_to(content_work, hw)
+        style_long = max(16, round(long_side * o.style_scale))
+        s_s = [resize_long_side(s, style_long) for s in styles]
+        if x is None:
+            x = to_work(_initial_image(o.init, resize_to(content, hw), o.seed, o.max_pixels))
+        else:
+            x = resize_to(x, hw)
+        x = eng.run_scale(x, eng.targets(c_s, s_s, weights), i, len(hws), to_rgb)
+    assert x is not None
+    return OptimizeResult(to_rgb(x).clamp(0, 1), eng.evaluations, eng.steps, time.perf_counter() - eng.t0,
+                          hws, eng.history)
+
+
+class OptimizeMethod:
+    """A named optimisation method: which feature net it drives and how to build it from the options."""
+
+    name = ""
+    description = ""
+
+    def availability(self) -> tuple[bool, str]:
+        raise NotImplementedError
+
+    def load_net(self, options: StylizeOptions, device: torch.device) -> FeatureNet:
+        raise NotImplementedError
+
+    def run(self, content: torch.Tensor, styles: Sequence[torch.Tensor], options: StylizeOptions,
+            device: torch.device, callback: Optional[Callback] = None) -> tuple[OptimizeResult, FeatureNet]:
+        net = self.load_net(options, device)
+        result = optimize(net, content.to(device), [s.to(device) for s in styles], options,
+                          engine=self.name, callback=callback)
+        return result, net
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_vgg19(weights: Optional[str], pooling: str, device: str) -> FeatureNet:
+    # Loading VGG19 costs seconds; a service or a batch reuses the net (frozen, so sharing is safe).
+    from ..features.vgg import load_vgg19
+
+    return load_vgg19(weights=weights, pooling=pooling, device=torch.device(device))
+
+
+class GatysMethod(OptimizeMethod):
+    name = "gatys"
+    description = "Gatys et al. optimisation over VGG19 features (best quality; needs VGG19 weights)"
+
+    def availability(self) -> tuple[bool, str]:
+        from ..features.vgg import find_vgg19_weights
+
+        path, reason = find_vgg19_weights()
+        return path is not None, reason
+
+    def load_net(self, options: StylizeOptions, device: torch.device) -> FeatureNet:
+        return _cached_vgg19(options.vgg_weights, options.pooling, str(device))
+
+
+def gatys_method() -> GatysMethod:
+    return GatysMethod()

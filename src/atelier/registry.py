@@ -1,0 +1,70 @@
+"""One registry for everything chosen by name: methods, feature nets (later: generators, teachers).
+
+``register(kind, name)`` decorates a factory; built-ins are registered lazily by dotted path so importing the
+registry stays cheap and the low-level packages (features, nets) never import it. ``create(kind, name, **kw)``
+builds one; an unknown name raises ``AtelierError`` listing the valid ones. Tests loop over ``names(kind)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from .errors import AtelierError
+
+KINDS = ("method", "feature_net")
+
+
+@dataclass
+class Entry:
+    kind: str
+    name: str
+    target: Callable[..., Any] | str  # a factory, or "package.module:attribute" resolved on first use
+    description: str = ""
+
+    def factory(self) -> Callable[..., Any]:
+        if isinstance(self.target, str):
+            module, _, attr = self.target.partition(":")
+            self.target = getattr(importlib.import_module(module), attr)
+        return self.target
+
+
+_entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+
+
+def register(kind: str, name: str, target: Callable[..., Any] | str | None = None, *, description: str = ""):
+    """Register ``target`` under ``(kind, name)``; without ``target`` it works as a decorator."""
+    if kind not in _entries:
+        raise ValueError(f"unknown registry kind {kind!r}; kinds: {', '.join(_entries)}")
+
+    def add(obj: Callable[..., Any] | str) -> Callable[..., Any] | str:
+        if name in _entries[kind]:
+            raise ValueError(f"{kind} {name!r} is already registered")
+        _entries[kind][name] = Entry(kind, name, obj, description)
+        return obj
+
+    return add if target is None else add(target)
+
+
+def names(kind: str) -> list[str]:
+    return list(_entries[kind])
+
+
+def get(kind: str, name: str) -> Entry:
+    try:
+        return _entries[kind][name]
+    except KeyError:
+        label = kind.replace("_", " ")
+        raise AtelierError(f"unknown {label} {name!r}; choose from: {', '.join(names(kind))}") from None
+
+
+def create(kind: str, name: str, **kwargs: Any) -> Any:
+    return get(kind, name).factory()(**kwargs)
+
+
+# Built-ins. Methods are small objects describing an engine; feature nets are factories returning a FeatureNet.
+register("feature_net", "vgg19", "atelier.features.vgg:load_vgg19",
+         description="VGG19 (ImageNet weights; 'random' for seeded random weights)")
+register("method", "gatys", "atelier.methods.optimize:gatys_method",
+         description="Gatys et al. optimisation over VGG19 features (best quality, needs VGG19 weights)")

@@ -1,0 +1,57 @@
+"""Shared fixtures: a tiny seeded feature net with VGG's layer names, tiny images, and an isolated cache."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+import pytest
+
+from atelier.features.base import FeatureNet
+
+
+class TinyNet(FeatureNet):
+    """Five blocks of small convs named like VGG19, so the engine can be tested in milliseconds."""
+
+    default_content_layers = ("conv4_2",)
+    default_style_layers = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+
+    def __init__(self, seed: int = 0, width: int = 8):
+        super().__init__(identity=f"tiny:random(seed={seed})")
+        g = torch.Generator().manual_seed(seed)
+        plan = [("conv1_1", 3), ("relu1_1", 0), ("pool1", 0), ("conv2_1", width), ("relu2_1", 0), ("pool2", 0),
+                ("conv3_1", width), ("relu3_1", 0), ("pool3", 0), ("conv4_1", width), ("relu4_1", 0),
+                ("conv4_2", width), ("relu4_2", 0), ("pool4", 0), ("conv5_1", width), ("relu5_1", 0)]
+        for name, cin in plan:
+            if name.startswith("conv"):
+                conv = nn.Conv2d(cin, width, 3, padding=1)
+                with torch.no_grad():
+                    conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * (2 / (9 * cin)) ** 0.5)
+                    conv.bias.zero_()
+                self.layers[name] = conv
+            elif name.startswith("relu"):
+                self.layers[name] = nn.ReLU()
+            else:
+                self.layers[name] = nn.AvgPool2d(2, ceil_mode=True)
+        self.freeze()
+
+
+@pytest.fixture
+def tiny_net() -> TinyNet:
+    return TinyNet()
+
+
+def make_image(h: int = 32, w: int = 48, seed: int = 0) -> torch.Tensor:
+    """A smooth random colour image [1,3,H,W] in [0,1] (upsampled noise looks more like a photo than noise)."""
+    g = torch.Generator().manual_seed(seed)
+    small = torch.rand(1, 3, max(2, h // 8), max(2, w // 8), generator=g)
+    return nn.functional.interpolate(small, size=(h, w), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """No test reads or writes the real home directory's caches or weights."""
+    root = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("ATELIER_CACHE", str(root / "atelier"))
+    monkeypatch.setenv("TORCH_HOME", str(root / "torch"))
+    monkeypatch.delenv("ATELIER_VGG_WEIGHTS", raising=False)
+    return root

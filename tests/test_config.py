@@ -1,0 +1,47 @@
+import math
+
+import pytest
+
+from atelier.config import StylizeOptions
+from atelier.errors import AtelierError
+
+
+def test_defaults_validate():
+    o = StylizeOptions().validate()
+    assert o.content_layers == ("conv4_2",)
+    assert o.style_layers == ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+
+
+@pytest.mark.parametrize("bad", [
+    {"style_weight": -1.0}, {"content_weight": math.nan}, {"tv_weight": math.inf}, {"size": 0},
+    {"iterations": 0}, {"optimizer": "sgd"}, {"pooling": "min"}, {"preserve_color": "sepia"},
+    {"style_weights": (1.0, -1.0)}, {"style_weights": (0.0, 0.0)}, {"style_scale": 0.0},
+    {"scales": "512,256"}, {"scales": "abc"}, {"scales": "256,1024"}, {"content_layers": ()},
+])
+def test_bad_values_refused_with_one_line(bad):
+    with pytest.raises(AtelierError) as e:
+        StylizeOptions.from_kwargs(**{"size": 512, **bad})
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_option_lists_valid():
+    with pytest.raises(AtelierError, match="valid options"):
+        StylizeOptions.from_kwargs(itrations=3)
+
+
+@pytest.mark.parametrize("size, scales, expected", [
+    (512, "none", [512]),
+    (512, "auto", [133, 187, 261, 366, 512]),
+    (128, "auto", [128]),
+    (512, "256,512", [256, 512]),
+    (512, "128,256", [128, 256, 512]),
+])
+def test_scale_plans(size, scales, expected):
+    assert StylizeOptions(size=size, scales=scales).scale_sizes() == expected
+
+
+def test_auto_scales_grow_by_about_1_4():
+    sizes = StylizeOptions(size=2048, scales="auto").scale_sizes()
+    assert 110 <= sizes[0] <= 150 and sizes[-1] == 2048
+    ratios = [b / a for a, b in zip(sizes, sizes[1:])]
+    assert all(1.3 < r < 1.5 for r in ratios)
