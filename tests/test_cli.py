@@ -139,7 +139,7 @@ def test_help_shows_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["stylize", "--help"])
     text = capsys.readouterr().out
-    for expected in ("--iterations", "(default: 300)", "conv1_1,conv2_1,conv3_1,conv4_1,conv5_1",
+    for expected in ("--iterations", "(default: 200)", "conv1_1,conv2_1,conv3_1,conv4_1,conv5_1",
                      "--preserve-color", "--vgg-weights"):
         assert expected in text
 
@@ -151,3 +151,12 @@ def test_methods_says_why_unavailable(capsys, monkeypatch):
     monkeypatch.setenv("ATELIER_VGG_WEIGHTS", "random")
     assert main(["methods"]) == 0
     assert " available" in capsys.readouterr().out
+
+
+def test_demo_runs_on_bundled_inputs_labelled_random(tmp_path, capsys):
+    pytest.importorskip("skimage")
+    out = tmp_path / "demo.webp"
+    assert main(["demo", "-o", str(out), "--size", "32", "--iterations", "2", "-q"]) == 0
+    meta = read_metadata(out)
+    assert meta["random_weights"] is True and meta["content"] == "skimage.data.chelsea"
+    assert "random weights" in capsys.readouterr().err

@@ -48,8 +48,10 @@ def add_option_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) 
         flag = "--" + (meta.get("flag") or f.name.replace("_", "-"))
         default = f.default if f.default is not MISSING else None
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
-                                  "help": f"{meta.get('help', '')} (default: {shown})"}
+        text = meta.get("help", "")
+        if "default" not in text:  # some fields say their default in words (None means "found for you")
+            text = f"{text} (default: {shown})"
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": text}
         if meta.get("list_of"):
             kwargs["type"] = _parse_list(meta["list_of"], flag)
             kwargs["metavar"] = meta.get("metavar") or "A,B"
@@ -113,6 +115,32 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Stylise scikit-image's bundled sample photo; uses real VGG19 weights when present, else labelled random."""
+    from .api import stylize
+    from .examples import example_images
+    from .features.vgg import find_vgg19_weights
+    from .images import check_output_path
+
+    out = check_output_path(args.output)
+    content, style, names = example_images()
+    weights = None if find_vgg19_weights()[0] is not None else "random"
+    if weights == "random":
+        print("no VGG19 weights found: using seeded random weights (a texture demo, not a real style transfer); "
+              "see `atelier weights fetch vgg19`", file=sys.stderr)
+    progress = _Progress(not args.quiet, out, 0)
+    try:
+        result = stylize(content, style, method="gatys", callback=progress, size=args.size,
+                         iterations=args.iterations, vgg_weights=weights)
+    finally:
+        progress.close()
+    result.metadata.update(content=names[0], styles=[names[1]])
+    path = result.save(out)
+    print(f"wrote {path}: {names[0]} in the style of {names[1]} ({result.seconds:.1f} s, weights "
+          f"{result.metadata['weights']})")
+    return 0
+
+
 def cmd_methods(args: argparse.Namespace) -> int:
     from .api import list_methods
 
@@ -149,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     add_option_flags(s)
     s.set_defaults(func=cmd_stylize)
+
+    d = sub.add_parser("demo", help="stylise a bundled sample photo (needs the [examples] extra)")
+    d.add_argument("--output", "-o", required=True, metavar="OUT", help="output image (.png, .jpg, .webp)")
+    d.add_argument("--size", type=int, default=256, help="long side in pixels (default: 256)")
+    d.add_argument("--iterations", type=int, default=100, help="loss evaluations per scale (default: 100)")
+    d.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    d.set_defaults(func=cmd_demo)
 
     m = sub.add_parser("methods", help="list the engines and whether each can run here")
     m.set_defaults(func=cmd_methods)

@@ -28,12 +28,12 @@ def opt(default: Any, help: str, *, choices: tuple | None = None, flag: str | No
 @dataclass(frozen=True)
 class StylizeOptions:
     size: int = opt(512, "long side of the output in pixels")
-    iterations: int = opt(300, "loss evaluations at each scale (L-BFGS closure calls; Adam steps)")
+    iterations: int = opt(200, "loss evaluations at each scale (L-BFGS closure calls; Adam steps)")
     optimizer: str = opt("lbfgs", "optimiser over the pixels", choices=("lbfgs", "adam"))
     learning_rate: float = opt(0.02, "Adam step size in [0,1] pixel units (L-BFGS ignores it)")
     content_weight: float = opt(1.0, "weight of the content loss")
     style_weight: float = opt(10.0, "weight of the style loss")
-    tv_weight: float = opt(20.0, "weight of the total-variation (smoothness) loss")
+    tv_weight: float = opt(10.0, "weight of the total-variation (smoothness) loss")
     content_layers: tuple = opt(("conv4_2",), "feature layers for content", list_of=str)
     style_layers: tuple = opt(("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"),
                               "feature layers whose Gram matrices define style", list_of=str)
@@ -52,7 +52,9 @@ class StylizeOptions:
     save_every: int = opt(0, "write an intermediate image every N loss evaluations (0: never)")
     device: str = opt("auto", "where to compute", choices=("auto", "cpu", "cuda", "mps"))
     vgg_weights: Optional[str] = opt(None, "VGG19 weights: a .pth/.safetensors path, or 'random' for seeded "
-                                     "random weights (offline runs; outputs are labelled)", metavar="PATH|random")
+                                     "random weights (offline runs; outputs are labelled); default: "
+                                     "$ATELIER_VGG_WEIGHTS, then the slim cache, then torch's hub cache",
+                                     metavar="PATH|random")
     max_pixels: int = opt(DEFAULT_MAX_PIXELS, "refuse input images with more pixels than this")
 
     def replace(self, **changes: Any) -> "StylizeOptions":

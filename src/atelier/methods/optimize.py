@@ -107,6 +107,9 @@ class _Engine:
             opt = torch.optim.Adam([x], lr=o.learning_rate)
         size = (int(x.shape[-2]), int(x.shape[-1]))
         done = 0
+        # Keep the best image seen: L-BFGS without a line search occasionally overshoots (and clamping between
+        # steps bends its curvature estimates), so the last iterate is not always the best one.
+        best: dict = {"loss": float("inf"), "x": x.detach().clone()}
         while done < o.iterations:
             last: dict = {}
 
@@ -117,6 +120,8 @@ class _Engine:
                     raise AtelierError("the loss became NaN or infinite; lower --learning-rate or the loss weights")
                 total.backward()
                 last.update(loss=float(total.detach()), parts=parts)
+                if last["loss"] < best["loss"]:  # the loss belongs to x as it was before this step
+                    best.update(loss=last["loss"], x=x.detach().clone())
                 return total
 
             opt.step(closure)
@@ -134,7 +139,7 @@ class _Engine:
                     with torch.no_grad():
                         info.image = to_rgb(x.detach()).cpu()
                 self.callback(info)
-        return x.detach()
+        return best["x"]
 
 
 def optimize(net: FeatureNet, content: torch.Tensor, styles: Sequence[torch.Tensor], options: StylizeOptions,
