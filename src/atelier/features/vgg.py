@@ -23,7 +23,6 @@ records the source's identity in its metadata so outputs stay labelled the same 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import os
 import re
 import tempfile
@@ -271,18 +270,10 @@ def _random_weights(seed: int) -> _Weights:
 
 
 def _download(progress: bool) -> _Weights:
-    fn = torch.hub.load_state_dict_from_url
-    params = inspect.signature(fn).parameters.values()
     try:
-        if any(p.name == "weights_only" or p.kind is p.VAR_KEYWORD for p in params):
-            sd = fn(VGG19_URL, map_location="cpu", progress=progress, check_hash=True, weights_only=True)
-        else:  # older torch: same cache file and hash check, then a safe load
-            dst = hub_checkpoint_path()
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if not dst.is_file():
-                prefix = VGG19_FILENAME.rsplit("-", 1)[1].split(".")[0]
-                torch.hub.download_url_to_file(VGG19_URL, str(dst), hash_prefix=prefix, progress=progress)
-            sd = torch.load(str(dst), map_location="cpu", weights_only=True)
+        # check_hash compares the file's sha256 with the prefix in its name; weights_only: nothing is unpickled.
+        sd = torch.hub.load_state_dict_from_url(VGG19_URL, map_location="cpu", progress=progress, check_hash=True,
+                                                weights_only=True)
     except Exception as e:  # network, disk and hash-mismatch errors all mean "get the file another way"
         raise AtelierError(f"could not download VGG19 weights from {VGG19_URL} ({type(e).__name__}: "
                            f"{_first_line(e)}); save it by hand as {hub_checkpoint_path()} or pass "
