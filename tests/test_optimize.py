@@ -100,3 +100,21 @@ def test_init_from_path(tiny_net, tmp_path):
     save_image(start, tmp_path / "start.png")
     res = run(tiny_net, make_image(32, 32), [make_image(seed=2)], init=str(tmp_path / "start.png"), iterations=1)
     assert res.image.shape == (1, 3, 32, 32)
+
+
+def test_loss_balance_holds_across_sizes(tiny_net):
+    """Relative losses do not scale with the pixel count: the same pair at 2x and 4x the size keeps its balance."""
+    from atelier.losses import content_loss, gram, style_loss, tv_loss
+    from atelier.images import resize_long_side
+
+    content, style = make_image(256, 256, 1), make_image(256, 256, 2)
+    layers = ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"]
+    ratios = []
+    for size in (64, 128, 256):
+        c, s = resize_long_side(content, size), resize_long_side(style, size)
+        noisy = (c + 0.05 * torch.randn(c.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+        fc, fs, fn = tiny_net(c, layers + ["conv4_2"]), tiny_net(s, layers), tiny_net(noisy, layers + ["conv4_2"])
+        style_term = sum(style_loss(fc[n], gram(fs[n])) for n in layers) / len(layers)
+        content_term = content_loss(fn["conv4_2"], fc["conv4_2"])
+        ratios.append(float(style_term / content_term))
+    assert max(ratios) / min(ratios) < 3.0, ratios

@@ -1,0 +1,165 @@
+"""Model folders (release weights) and resume checkpoints (training state), kept apart on purpose.
+
+A model folder is what a trained model ships as and what ``--model`` / ``--lite-model`` read::
+
+    MODEL_DIR/config.json        kind, architecture arguments, format version, atelier version, training facts
+    MODEL_DIR/model.safetensors  the weights (fp32, or fp16 for storage: callers compute in fp32)
+    MODEL_DIR/MODEL_CARD.md      for people: data, steps, time, final losses, measured quality
+
+Models are rebuilt from the stored config, never from command-line flags. Nothing is unpickled: weights are
+safetensors. A folder is written next to its destination under a temporary name and renamed into place, so a
+crash never leaves a half folder that looks whole.
+
+A resume checkpoint is one file holding everything a trainer needs to continue exactly (model, optimiser and EMA
+state, step, RNG states, the config it was started with). It is our own file, written with ``torch.save`` and read
+back with ``weights_only=True`` (tensors, numbers, strings, lists and dicts only).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .errors import AtelierError
+from .images import atomic_path
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+CARD_NAME = "MODEL_CARD.md"
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def save_model_folder(folder: PathLike, state_dict: dict[str, torch.Tensor], config: dict[str, Any],
+                      card: str = "", dtype: Optional[torch.dtype] = None) -> Path:
+    """Write a model folder atomically. ``config`` needs at least ``kind`` and ``architecture`` (a dict)."""
+    folder = Path(folder)
+    if "kind" not in config or not isinstance(config.get("architecture"), dict):
+        raise ValueError("a model config needs 'kind' and an 'architecture' dict")
+    full = {"format_version": FORMAT_VERSION, "atelier_version": __version__, **config}
+    if dtype is not None:
+        full["storage_dtype"] = str(dtype).replace("torch.", "")
+    tensors = {k: (v.detach().to("cpu", dtype) if dtype is not None and v.is_floating_point() else v.detach().cpu())
+               .contiguous().clone() for k, v in state_dict.items()}
+    parent = folder.parent
+    if not parent.is_dir():
+        raise AtelierError(f"cannot write model folder {folder}: {parent} does not exist; create it first")
+    if folder.exists() and not folder.is_dir():
+        raise AtelierError(f"cannot write model folder {folder}: a file of that name exists")
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=parent))
+    except OSError as e:
+        raise AtelierError(f"cannot write model folder {folder} ({e.strerror or e}); check permissions") from None
+    try:
+        save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"kind": str(config["kind"])})
+        (tmp / CONFIG_NAME).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
+        (tmp / CARD_NAME).write_text(card if card.endswith("\n") or not card else card + "\n")
+        old = None
+        if folder.exists():  # replace: move the old one aside first, so one of the two is always whole
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(folder, old)
+        os.replace(tmp, folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise AtelierError(f"cannot write model folder {folder} ({e.strerror or e}); "
+                               "check free disk space and permissions") from None
+        raise
+    return folder
+
+
+def read_model_config(folder: PathLike, kind: Optional[str] = None) -> dict[str, Any]:
+    """Read and check ``config.json``; ``kind`` (if given) must match the folder's kind."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise AtelierError(f"model folder not found: {folder}")
+    if not folder.is_dir():
+        raise AtelierError(f"{folder} is not a model folder (expected a folder with {CONFIG_NAME} and "
+                           f"{WEIGHTS_NAME})")
+    path = folder / CONFIG_NAME
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AtelierError(f"{folder} is not a model folder: {CONFIG_NAME} is missing") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise AtelierError(f"{path} is unreadable or not JSON ({type(e).__name__}); the model folder is damaged") \
+            from None
+    if not isinstance(config, dict) or "kind" not in config or not isinstance(config.get("architecture"), dict):
+        raise AtelierError(f"{path} lacks 'kind' or 'architecture'; the model folder is damaged")
+    version = config.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise AtelierError(f"{path} has no valid format_version; the model folder is damaged")
+    if version > FORMAT_VERSION:
+        raise AtelierError(f"{folder} uses model format {version}, newer than this atelier reads ({FORMAT_VERSION});"
+                           f" upgrade atelier (pip install -U atelier)")
+    if kind is not None and config["kind"] != kind:
+        raise AtelierError(f"{folder} holds a {config['kind']!r} model, not a {kind!r} one")
+    return config
+
+
+def load_model_weights(folder: PathLike) -> dict[str, torch.Tensor]:
+    """The folder's weights as fp32 tensors (fp16 storage is widened: computation stays fp32)."""
+    path = Path(folder) / WEIGHTS_NAME
+    if not path.is_file():
+        raise AtelierError(f"{folder} is not a complete model folder: {WEIGHTS_NAME} is missing")
+    try:
+        sd = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise AtelierError(f"{path} is unreadable ({type(e).__name__}); the model folder is damaged") from None
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
+
+
+def load_into(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], where: PathLike) -> torch.nn.Module:
+    """``load_state_dict`` with a one-line error naming the first mismatching key."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    wrong = [k for k in own if k in state_dict and own[k].shape != state_dict[k].shape]
+    if missing or unexpected or wrong:
+        k = (missing or unexpected or wrong)[0]
+        what = "missing" if missing else "unexpected" if unexpected else \
+            f"shaped {tuple(state_dict[k].shape)}, expected {tuple(own[k].shape)}"
+        raise AtelierError(f"{where} does not fit its stated architecture: weight {k!r} is {what}")
+    for k, v in state_dict.items():
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise AtelierError(f"{where} has non-finite values in {k!r}; the model is damaged")
+    module.load_state_dict(state_dict)
+    return module
+
+
+def save_resume(path: PathLike, state: dict[str, Any]) -> Path:
+    """Write a resume checkpoint atomically (tensors, numbers, strings, lists and dicts only)."""
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+    except OSError as e:
+        raise AtelierError(f"cannot write checkpoint {path} ({e.strerror or e})") from None
+    return path
+
+
+def load_resume(path: PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise AtelierError(f"no checkpoint to resume from at {path}; run without --resume to start afresh")
+    try:
+        state = torch.load(str(path), map_location="cpu", weights_only=True)  # never unpickle objects
+    except Exception as e:
+        raise AtelierError(f"checkpoint {path} is unreadable ({type(e).__name__}); delete it to start afresh") \
+            from None
+    if not isinstance(state, dict):
+        raise AtelierError(f"checkpoint {path} is not an atelier training checkpoint")
+    return state
