@@ -161,6 +161,22 @@ def cmd_weights_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Measure speed, memory, size and quality of methods side by side (atelier.bench.run)."""
+    from .bench import BenchOptions, run
+
+    options = {f.name: getattr(args, f.name) for f in fields(BenchOptions) if hasattr(args, f.name)}
+    try:
+        records = run(log=None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True)), **options)
+    except KeyboardInterrupt:
+        print("atelier: interrupted; finished records are kept, run the same command again to resume",
+              file=sys.stderr)
+        return 130
+    out = Path(options["out"]) if options.get("out") else BenchOptions.from_kwargs(**options).default_out()
+    print(f"wrote {out / 'results.md'} ({len(records)} records)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="atelier", description="Neural style transfer.")
     p.add_argument("--version", action="version", version=f"atelier {__version__}")
@@ -196,6 +212,30 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--from", dest="source", metavar="PATH", help="import this local .pth/.safetensors file")
     f.add_argument("--quiet", "-q", action="store_true", help="no download progress bar")
     f.set_defaults(func=cmd_weights_fetch)
+
+    from .bench import BenchOptions
+
+    b = sub.add_parser("bench", help="measure speed, memory, size and quality of methods side by side",
+                       description="Benchmark methods against the textbook Gatys baseline on the same pairs; "
+                                   "writes results.json, results.md, contact sheets and a convergence plot.")
+    bench_hints = typing.get_type_hints(BenchOptions)
+    for bf in fields(BenchOptions):
+        meta, flag = bf.metadata, "--" + bf.name.replace("_", "-")
+        shown = ",".join(map(str, bf.default)) if isinstance(bf.default, tuple) else bf.default
+        text = meta["help"] if "default" in meta["help"] else f"{meta['help']} (default: {shown})"
+        kwargs: dict[str, Any] = {"dest": bf.name, "default": argparse.SUPPRESS, "help": text}
+        if bench_hints[bf.name] is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif meta.get("list_of"):
+            kwargs.update(type=_parse_list(meta["list_of"], flag), metavar=meta.get("metavar") or "A,B")
+        else:
+            hint = [a for a in typing.get_args(bench_hints[bf.name]) if a is not type(None)] or [bench_hints[bf.name]]
+            # choices are checked by BenchOptions.validate, so a bad value gets the one-line error, not usage text
+            choices = meta.get("choices")
+            kwargs.update(type=hint[0], metavar=meta.get("metavar") or ("|".join(choices) if choices else None))
+        b.add_argument(flag, **kwargs)
+    b.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    b.set_defaults(func=cmd_bench)
     return p
 
 

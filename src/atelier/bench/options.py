@@ -1,0 +1,111 @@
+"""``BenchOptions``: every default of ``atelier bench`` once, with its checks and its canonical command line; and the
+harness's constants."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Optional
+
+from ..config import StylizeOptions, opt
+from ..errors import AtelierError
+
+BASELINE = "textbook-gatys"
+JUDGE_SEED = 20161            # no engine optimises with this seed (engines use 0 for random VGG19)
+AUTO_CONTENTS, AUTO_STYLES = 3, 2
+FORMAT_VERSION = 1
+DATA_ENV = "ATELIER_DATA"
+_STYLIZE = {f.name: f for f in fields(StylizeOptions)}
+
+
+def slug(spec: str) -> str:
+    """A method spec (name or model folder path) as a name fit for tables and folder names."""
+    name = Path(spec).name if ("/" in spec or os.sep in spec) else spec
+    return "".join(ch if ch.isalnum() or ch in "-." else "-" for ch in name).strip("-.") or "model"
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """Every default of ``atelier bench`` / ``atelier.bench.run``, once (the CLI builds its flags from these)."""
+
+    methods: tuple = opt(("gatys",), "methods to measure: registered names (see `atelier methods`) or student "
+                         "model folders", list_of=str, metavar="M1,M2,DIR")
+    pairs: str = opt("auto", f"'auto' ({AUTO_CONTENTS} contents x {AUTO_STYLES} styles from ../shared/data or "
+                     f"${DATA_ENV}, the first by sha256 of their bytes) or a JSON-lines file of "
+                     '{"content": PATH, "style": PATH} (paths relative to the file)', metavar="FILE|auto")
+    sizes: tuple = opt((256,), "long sides in pixels", list_of=int, metavar="S1,S2")
+    iterations: int = opt(30, "loss evaluations per scale for optimisation engines; the textbook baseline gets "
+                          "the same total at one scale")
+    judge: str = opt("vgg19", "network the quality metrics use: vgg19 (pretrained where found, else random) or "
+                     f"random (seeded random VGG19, seed {JUDGE_SEED})", choices=("vgg19", "random"))
+    out: Optional[str] = opt(None, "results folder (default: benchmarks/results/bench_<methods>_<sizes>)",
+                             metavar="DIR")
+    device: str = opt(_STYLIZE["device"].default, _STYLIZE["device"].metadata["help"],
+                      choices=_STYLIZE["device"].metadata["choices"])
+    vgg_weights: Optional[str] = opt(_STYLIZE["vgg_weights"].default, _STYLIZE["vgg_weights"].metadata["help"],
+                                     metavar="PATH|random")
+    baseline_pairs: int = opt(1, "pairs (from the first) the textbook baseline runs on at each size")
+    isolate: bool = opt(True, "run each method x size in its own process so peak memory is its own")
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> "BenchOptions":
+        valid = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - valid)
+        if unknown:
+            raise AtelierError(f"unknown bench option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+        for name in ("methods", "sizes"):  # the Python API may pass "gatys,lite", a single value or a list
+            v = kwargs.get(name)
+            if isinstance(v, str):
+                kwargs[name] = tuple(t.strip() for t in v.split(",") if t.strip())
+            elif isinstance(v, (list, tuple)):
+                kwargs[name] = tuple(os.fspath(t) if isinstance(t, os.PathLike) else t for t in v)
+            elif v is not None:
+                kwargs[name] = (os.fspath(v) if isinstance(v, os.PathLike) else v,)
+        if "sizes" in kwargs:
+            try:
+                kwargs["sizes"] = tuple(int(s) for s in kwargs["sizes"])
+            except (TypeError, ValueError):
+                raise AtelierError(f"--sizes must be whole numbers like 256,512, got {kwargs['sizes']!r}") from None
+        if kwargs.get("out") is not None:
+            kwargs["out"] = os.fspath(kwargs["out"])
+        if kwargs.get("pairs") is not None:
+            kwargs["pairs"] = os.fspath(kwargs["pairs"])
+        return cls(**kwargs).validate()
+
+    def validate(self) -> "BenchOptions":
+        if not self.methods:
+            raise AtelierError("--methods needs at least one method")
+        if len(set(self.methods)) != len(self.methods):
+            raise AtelierError(f"--methods lists a method twice: {','.join(self.methods)}")
+        sizes = list(self.sizes)
+        bad = any(isinstance(s, bool) or not isinstance(s, int) or s < 16 for s in sizes)
+        if not sizes or bad or len(set(sizes)) != len(sizes):
+            raise AtelierError(f"--sizes must be distinct sizes of at least 16 px, got {self.sizes!r}")
+        for name, low in (("iterations", 1), ("baseline_pairs", 1)):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise AtelierError(f"--{name.replace('_', '-')} must be a whole number >= {low}, got {v!r}")
+        for f in fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise AtelierError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}, "
+                                   f"got {getattr(self, f.name)!r}")
+        return self
+
+    def default_out(self) -> Path:
+        names = "_".join(slug(m) for m in self.methods)
+        return Path("benchmarks") / "results" / f"bench_{names}_{'_'.join(map(str, self.sizes))}"
+
+    def command(self) -> str:
+        """The canonical command line for these options (every flag, defaults included)."""
+        parts = ["atelier", "bench"]
+        for f in fields(self):
+            v = getattr(self, f.name)
+            flag = "--" + f.name.replace("_", "-")
+            if isinstance(v, bool):
+                parts.append(flag if v else "--no-" + f.name.replace("_", "-"))
+            elif v is not None:
+                parts += [flag, ",".join(map(str, v)) if isinstance(v, tuple) else str(v)]
+        return " ".join(shlex.quote(p) for p in parts)
