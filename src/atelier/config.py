@@ -63,10 +63,7 @@ class StylizeOptions:
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "StylizeOptions":
         """Build from keyword options, refusing unknown names with the list of valid ones."""
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - valid)
-        if unknown:
-            raise AtelierError(f"unknown option(s) {', '.join(unknown)}; valid options: {', '.join(sorted(valid))}")
+        check_known(cls, kwargs)
         return cls(**kwargs).validate()
 
     def validate(self) -> "StylizeOptions":
@@ -85,11 +82,7 @@ class StylizeOptions:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
                 raise AtelierError(f"--{_flag(name)} must be a whole number >= {low}, got {v!r}")
-        for f in fields(self):
-            choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
-                raise AtelierError(f"--{_flag(f.name)} must be one of {', '.join(choices)}, "
-                                   f"got {getattr(self, f.name)!r}")
+        check_choices(self)
         if not self.content_layers or not self.style_layers:
             raise AtelierError("--content-layers and --style-layers need at least one layer each")
         if self.style_weights is not None:
@@ -120,6 +113,22 @@ class StylizeOptions:
         if sizes[-1] > self.size:
             raise AtelierError(f"--scales {self.scales} goes past --size {self.size}; make the last scale <= size")
         return sizes if sizes[-1] == self.size else sizes + [self.size]
+
+
+def check_known(cls: type, kwargs: dict[str, Any], what: str = "option") -> None:
+    """Refuse keyword options that are not fields of the dataclass ``cls``, listing the valid ones."""
+    valid = {f.name for f in fields(cls)}
+    unknown = sorted(set(kwargs) - valid)
+    if unknown:
+        raise AtelierError(f"unknown {what}(s) {', '.join(unknown)}; valid {what}s: {', '.join(sorted(valid))}")
+
+
+def check_choices(obj: Any) -> None:
+    """Refuse any field value outside the ``choices`` its metadata lists."""
+    for f in fields(obj):
+        choices = f.metadata.get("choices")
+        if choices and getattr(obj, f.name) not in choices:
+            raise AtelierError(f"--{_flag(f.name)} must be one of {', '.join(choices)}, got {getattr(obj, f.name)!r}")
 
 
 def _flag(name: str) -> str:

@@ -11,6 +11,7 @@ directory is fsynced and renamed into place, so a crash never leaves a half-writ
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -279,6 +280,15 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         raise AtelierError(f"cannot write {target} ({e.strerror or e}); check free disk space and permissions") \
             from None
     _fsync_dir(target.parent)
+
+
+def sha256_file(path: PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 1 MiB chunks (weights identities, benchmark input hashes)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:

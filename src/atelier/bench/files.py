@@ -8,15 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..images import atomic_write_text
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from ..images import atomic_write_text, sha256_file  # noqa: F401 (re-exported for the bench package)
 
 
 def append_jsonl(path: Path, obj: dict) -> None:

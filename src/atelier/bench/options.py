@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from ..config import StylizeOptions, opt
+from ..config import StylizeOptions, check_choices, check_known, opt
 from ..errors import AtelierError
 
 BASELINE = "textbook-gatys"
@@ -51,10 +51,7 @@ class BenchOptions:
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "BenchOptions":
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - valid)
-        if unknown:
-            raise AtelierError(f"unknown bench option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+        check_known(cls, kwargs, "bench option")
         for name in ("methods", "sizes"):  # the Python API may pass "gatys,lite", a single value or a list
             v = kwargs.get(name)
             if isinstance(v, str):
@@ -87,11 +84,7 @@ class BenchOptions:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise AtelierError(f"--{name.replace('_', '-')} must be a whole number >= {low}, got {v!r}")
-        for f in fields(self):
-            choices = f.metadata.get("choices")
-            if choices and getattr(self, f.name) not in choices:
-                raise AtelierError(f"--{f.name.replace('_', '-')} must be one of {', '.join(choices)}, "
-                                   f"got {getattr(self, f.name)!r}")
+        check_choices(self)
         return self
 
     def default_out(self) -> Path:

@@ -22,7 +22,6 @@ records the source's identity in its metadata so outputs stay labelled the same 
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import tempfile
@@ -37,6 +36,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import AtelierError
+from ..images import sha256_file
 from .base import FeatureNet
 
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
@@ -180,14 +180,6 @@ def _first_line(e: BaseException) -> str:
     return (text[0] if text else "")[:160]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     if not path.exists():
         raise AtelierError(f"VGG19 weights file not found: {path}")
@@ -254,9 +246,9 @@ def _read_weights(path: Path) -> _Weights:
     if source.startswith("vgg19:") and ("normalised" in source) == (variant == "normalised"):
         identity = source  # a slim copy keeps the label of the file it was made from
     elif variant == "normalised":
-        identity = f"vgg19:normalised({path.name},sha256:{_sha256(path)[:12]})"
+        identity = f"vgg19:normalised({path.name},sha256:{sha256_file(path)[:12]})"
     else:
-        identity = f"vgg19:torchvision-imagenet(sha256:{_sha256(path)[:12]})"
+        identity = f"vgg19:torchvision-imagenet(sha256:{sha256_file(path)[:12]})"
     return _Weights(variant, convs, input_conv, identity)
 
 
@@ -281,7 +273,7 @@ def _download(progress: bool) -> _Weights:
     variant, convs, input_conv = _parse(sd, VGG19_URL)
     hub = hub_checkpoint_path()
     # check_hash verified the file name's 8-hex sha256 prefix; hash the file itself when it is there.
-    digest = _sha256(hub)[:12] if hub.is_file() else VGG19_FILENAME.rsplit("-", 1)[1].split(".")[0]
+    digest = sha256_file(hub)[:12] if hub.is_file() else VGG19_FILENAME.rsplit("-", 1)[1].split(".")[0]
     return _Weights(variant, convs, input_conv, f"vgg19:torchvision-imagenet(sha256:{digest})")
 
 
