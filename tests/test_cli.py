@@ -160,3 +160,11 @@ def test_demo_runs_on_bundled_inputs_labelled_random(tmp_path, capsys):
     meta = read_metadata(out)
     assert meta["random_weights"] is True and meta["content"] == "skimage.data.chelsea"
     assert "random weights" in capsys.readouterr().err
+
+
+def test_output_may_not_overwrite_an_input(pics, capsys):
+    content, style, _ = pics
+    before = content.read_bytes()
+    assert stylize(content, "--style", style, "-o", content, *FAST) == 2
+    assert "input" in capsys.readouterr().err
+    assert content.read_bytes() == before

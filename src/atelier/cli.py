@@ -103,6 +103,10 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     from .images import check_output_path
 
     out = check_output_path(args.output)
+    for given in [args.content, *args.style]:
+        if Path(given).exists() and out.exists() and out.resolve() == Path(given).resolve():
+            raise AtelierError(f"--output {out} is one of the input images; choose another name so the input "
+                               "is not overwritten")
     options = {f.name: getattr(args, f.name) for f in fields(StylizeOptions) if hasattr(args, f.name)}
     progress = _Progress(not args.quiet, out, options.get("save_every", 0))
     try:
