@@ -1,7 +1,7 @@
 """Bundled demo inputs, taken from a dependency rather than shipped: scikit-image's sample images.
 
-Content: ``chelsea`` (a cat photograph); style: ``hubble_deep_field`` (a colourful star field). Both are in the
-scikit-image wheel itself, so the demo needs no network. Install with ``pip install "atelier[examples]"``.
+Content: ``chelsea`` (a cat photograph); style: ``coffee`` (a cup of coffee: warm tones and round strokes;
+scikit-image ships no paintings). Both are in the scikit-image wheel itself, so the demo needs no network. Install with ``pip install "atelier[examples]"``.
 """
 
 from __future__ import annotations
@@ -17,5 +17,5 @@ def example_images() -> tuple[Image.Image, Image.Image, tuple[str, str]]:
     except ImportError:
         raise AtelierError('the demo images come from scikit-image; run: pip install "atelier[examples]"') from None
     content = Image.fromarray(data.chelsea()).convert("RGB")
-    style = Image.fromarray(data.hubble_deep_field()).convert("RGB")
-    return content, style, ("skimage.data.chelsea", "skimage.data.hubble_deep_field")
+    style = Image.fromarray(data.coffee()).convert("RGB")
+    return content, style, ("skimage.data.chelsea", "skimage.data.coffee")
