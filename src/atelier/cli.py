@@ -32,18 +32,21 @@ def _parse_list(kind: type, flag: str):
     return parse
 
 
-def _scalar_type(f) -> type:
-    hint = typing.get_type_hints(StylizeOptions)[f.name]
+def _scalar_type(cls: type, f) -> type:
+    hint = typing.get_type_hints(cls)[f.name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]
     return args[0] if args else hint
 
 
-def add_option_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
-    """Add one flag per ``StylizeOptions`` field, with the field's default and help."""
-    group = parser.add_argument_group("optimisation options (defaults from atelier.config.StylizeOptions)")
-    for f in fields(StylizeOptions):
-        if f.name in skip:
-            continue
+def add_option_flags(parser: argparse.ArgumentParser, cls: type = StylizeOptions,
+                     title: str = "optimisation options (defaults from atelier.config.StylizeOptions)") -> None:
+    """Add one flag per field of the options dataclass ``cls``, with the field's default and help.
+
+    Choices are not given to argparse: the dataclass's ``validate`` checks them, so a bad value gets the same
+    one-line error from the CLI and from the Python API.
+    """
+    group = parser.add_argument_group(title)
+    for f in fields(cls):
         meta = f.metadata
         flag = "--" + (meta.get("flag") or f.name.replace("_", "-"))
         default = f.default if f.default is not MISSING else None
@@ -52,15 +55,16 @@ def add_option_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) 
         if "default" not in text:  # some fields say their default in words (None means "found for you")
             text = f"{text} (default: {shown})"
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": text}
-        if meta.get("list_of"):
+        kind = _scalar_type(cls, f)
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif meta.get("list_of"):
             kwargs["type"] = _parse_list(meta["list_of"], flag)
             kwargs["metavar"] = meta.get("metavar") or "A,B"
         else:
-            kwargs["type"] = _scalar_type(f)
-            if meta.get("choices"):
-                kwargs["choices"] = meta["choices"]
-            if meta.get("metavar"):
-                kwargs["metavar"] = meta["metavar"]
+            choices = meta.get("choices")
+            kwargs["type"] = kind
+            kwargs["metavar"] = meta.get("metavar") or ("|".join(choices) if choices else None)
         group.add_argument(flag, **kwargs)
 
 
@@ -222,22 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="measure speed, memory, size and quality of methods side by side",
                        description="Benchmark methods against the textbook Gatys baseline on the same pairs; "
                                    "writes results.json, results.md, contact sheets and a convergence plot.")
-    bench_hints = typing.get_type_hints(BenchOptions)
-    for bf in fields(BenchOptions):
-        meta, flag = bf.metadata, "--" + bf.name.replace("_", "-")
-        shown = ",".join(map(str, bf.default)) if isinstance(bf.default, tuple) else bf.default
-        text = meta["help"] if "default" in meta["help"] else f"{meta['help']} (default: {shown})"
-        kwargs: dict[str, Any] = {"dest": bf.name, "default": argparse.SUPPRESS, "help": text}
-        if bench_hints[bf.name] is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif meta.get("list_of"):
-            kwargs.update(type=_parse_list(meta["list_of"], flag), metavar=meta.get("metavar") or "A,B")
-        else:
-            hint = [a for a in typing.get_args(bench_hints[bf.name]) if a is not type(None)] or [bench_hints[bf.name]]
-            # choices are checked by BenchOptions.validate, so a bad value gets the one-line error, not usage text
-            choices = meta.get("choices")
-            kwargs.update(type=hint[0], metavar=meta.get("metavar") or ("|".join(choices) if choices else None))
-        b.add_argument(flag, **kwargs)
+    add_option_flags(b, BenchOptions, "bench options (defaults from atelier.bench.BenchOptions)")
     b.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
     b.set_defaults(func=cmd_bench)
     return p
