@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from .config import StylizeOptions
-from .losses import content_loss, gram, style_loss, tv_loss
+from .losses import gram
+from .methods.optimize import objective
 from .progress import Callback, StepInfo
 
 _PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
@@ -113,16 +114,12 @@ def textbook_gatys(content: torch.Tensor, style: torch.Tensor, net: nn.Module,
         with torch.no_grad():
             x.clamp_(0, 1)
         opt.zero_grad()
-        f = full(x)
-        c = o.content_weight * sum(content_loss(f[n], tc[n]) for n in o.content_layers) / len(tc)
-        s = o.style_weight * sum(style_loss(f[n], ts[n]) for n in o.style_layers) / len(ts)
-        tv = o.tv_weight * tv_loss(x)
-        loss = c + s + tv
+        loss, weighted = objective(full(x), tc, ts, x, o)
         loss.backward()
         trace.append((time.perf_counter() - t0, float(loss.detach())))
         if callback is not None:
             n = len(trace)
-            parts = {k: float(v.detach()) for k, v in (("content", c), ("style", s), ("tv", tv))}
+            parts = {k: float(v.detach()) for k, v in weighted.items()}
             callback(StepInfo("textbook", 0, 1, size, n, evals, n, n, trace[-1][1], parts, trace[-1][0]))
         return loss
 

@@ -62,6 +62,20 @@ def _initial_image(init: str, content: torch.Tensor, seed: int, max_pixels: int)
     return resize_to(start, tuple(content.shape[-2:]))
 
 
+def objective(feats: dict[str, torch.Tensor], content_targets: dict[str, torch.Tensor],
+              gram_targets: dict[str, torch.Tensor], image: torch.Tensor,
+              o: StylizeOptions) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The weighted loss: content (mean over content layers) + style (mean over style layers) + TV.
+
+    Returns the total and its weighted parts. The textbook baseline calls this too, so the benchmarks compare
+    the same objective by construction.
+    """
+    c = sum(content_loss(feats[n], content_targets[n]) for n in content_targets) / len(content_targets)
+    s = sum(style_loss(feats[n], gram_targets[n]) for n in gram_targets) / len(gram_targets)
+    parts = {"content": o.content_weight * c, "style": o.style_weight * s, "tv": o.tv_weight * tv_loss(image)}
+    return parts["content"] + parts["style"] + parts["tv"], parts
+
+
 class _Engine:
     def __init__(self, net: FeatureNet, options: StylizeOptions, engine: str, callback: Optional[Callback],
                  view: Callable[[torch.Tensor], torch.Tensor]):
@@ -85,13 +99,7 @@ class _Engine:
         return _Targets(c, blend_grams(grams, weights))
 
     def loss(self, image: torch.Tensor, t: _Targets) -> tuple[torch.Tensor, dict[str, float]]:
-        feats = self.net(self.view(image), self.all_layers)
-        o = self.o
-        c = sum(content_loss(feats[n], t.content[n]) for n in self.content_layers) / len(self.content_layers)
-        s = sum(style_loss(feats[n], t.grams[n]) for n in self.style_layers) / len(self.style_layers)
-        tv = tv_loss(image)
-        parts = {"content": o.content_weight * c, "style": o.style_weight * s, "tv": o.tv_weight * tv}
-        total = parts["content"] + parts["style"] + parts["tv"]
+        total, parts = objective(self.net(self.view(image), self.all_layers), t.content, t.grams, image, self.o)
         return total, {k: float(v.detach()) for k, v in parts.items()}
 
     # -- one scale ------------------------------------------------------------------------------------------
@@ -134,8 +142,9 @@ class _Engine:
                             last["loss"], last["parts"], time.perf_counter() - self.t0)
             self.history.append(info.record())
             if self.callback is not None:
-                want_image = done == o.iterations or (o.save_every and self.evaluations % o.save_every == 0)
-                if want_image:
+                if done == o.iterations:  # the scale's result: the best image, which is what we return
+                    info.image = to_rgb(best["x"]).cpu()
+                elif o.save_every and self.evaluations % o.save_every == 0:
                     with torch.no_grad():
                         info.image = to_rgb(x.detach()).cpu()
                 self.callback(info)
