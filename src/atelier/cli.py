@@ -162,8 +162,6 @@ def cmd_methods(args: argparse.Namespace) -> int:
 def cmd_weights_fetch(args: argparse.Namespace) -> int:
     from .features.vgg import fetch_vgg19
 
-    if args.name != "vgg19":
-        raise AtelierError(f"unknown weights {args.name!r}; choose from: vgg19")
     path = fetch_vgg19(args.source, progress=not args.quiet)
     print(f"cached VGG19 conv1_1..conv5_1 at {path}")
     return 0

@@ -232,11 +232,12 @@ class OptimizeMethod:
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_vgg19(weights: Optional[str], pooling: str, device: str) -> FeatureNet:
-    # Loading VGG19 costs seconds; a service or a batch reuses the net (frozen, so sharing is safe).
-    from ..features.vgg import load_vgg19
+def _cached_net(name: str, weights: Optional[str], pooling: str, device: str) -> FeatureNet:
+    # Loading a feature net costs seconds; a service or a batch reuses it (frozen, so sharing is safe). Callers
+    # pass the weights source already resolved, so a changed environment or a new cache file is never hidden.
+    from .. import registry
 
-    return load_vgg19(weights=weights, pooling=pooling, device=torch.device(device))
+    return registry.create("feature_net", name, weights=weights, pooling=pooling, device=torch.device(device))
 
 
 class GatysMethod(OptimizeMethod):
@@ -250,7 +251,10 @@ class GatysMethod(OptimizeMethod):
         return path is not None, reason
 
     def load_net(self, options: StylizeOptions, device: torch.device) -> FeatureNet:
-        return _cached_vgg19(options.vgg_weights, options.pooling, str(device))
+        from ..features.vgg import find_vgg19_weights
+
+        weights = options.vgg_weights or find_vgg19_weights()[0]  # None: load_vgg19 raises its clear message
+        return _cached_net("vgg19", weights, options.pooling, str(device))
 
 
 def gatys_method() -> GatysMethod:
