@@ -73,7 +73,7 @@ def _label(image: ImageLike) -> str:
     return os.path.basename(os.fspath(image)) if isinstance(image, (str, os.PathLike)) else type(image).__name__
 
 
-def stylize(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], method: str = "gatys", *,
+def stylize(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike]], method: str = "lite", *,
             callback: Optional[Callback] = None, **options: Any) -> StylizeResult:
     """Stylise ``content`` in the style of ``style`` (one image or several, blended by ``style_weights``).
 

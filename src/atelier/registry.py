@@ -66,5 +66,9 @@ def create(kind: str, name: str, **kwargs: Any) -> Any:
 # Built-ins. Methods are small objects describing an engine; feature nets are factories returning a FeatureNet.
 register("feature_net", "vgg19", "atelier.features.vgg:load_vgg19",
          description="VGG19 (ImageNet weights; 'random' for seeded random weights)")
+register("feature_net", "lite", "atelier.features.lite:load_lite",
+         description="the tiny bundled encoder (a model folder from `atelier train lite`; 'random' for untrained)")
+register("method", "lite", "atelier.methods.optimize:lite_method",
+         description="the same optimisation over the tiny bundled encoder (nothing to download; the default)")
 register("method", "gatys", "atelier.methods.optimize:gatys_method",
          description="Gatys et al. optimisation over VGG19 features (best quality, needs VGG19 weights)")

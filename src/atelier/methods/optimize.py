@@ -259,3 +259,21 @@ class GatysMethod(OptimizeMethod):
 
 def gatys_method() -> GatysMethod:
     return GatysMethod()
+
+
+class LiteMethod(OptimizeMethod):
+    name = "lite"
+    description = "the same optimisation over the tiny bundled encoder (nothing to download; the default)"
+
+    def availability(self) -> tuple[bool, str]:
+        from ..features.lite import find_lite_weights
+
+        path, reason = find_lite_weights()
+        return path is not None, reason
+
+    def load_net(self, options: StylizeOptions, device: torch.device) -> FeatureNet:
+        return _cached_net("lite", options.lite_model, options.pooling, str(device))
+
+
+def lite_method() -> LiteMethod:
+    return LiteMethod()
