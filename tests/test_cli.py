@@ -13,7 +13,7 @@ from atelier.cli import main
 from atelier.images import read_metadata, save_image
 from conftest import make_image
 
-FAST = ["--size", "32", "--iterations", "2", "--scales", "none", "--vgg-weights", "random", "-q"]
+FAST = ["--size", "32", "--iterations", "2", "--scales", "none", "--vgg-weights", "random", "-q", "--method", "gatys"]
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def test_stylize_end_to_end_with_metadata(pics, tmp_path, capsys):
     assert meta["random_weights"] is True and "random" in meta["weights"]
     assert meta["method"] == "gatys" and meta["seed"] == 0 and meta["atelier_version"]
     assert meta["evaluations"] == 2
-    assert "random VGG19 weights" in capsys.readouterr().out
+    assert "untrained random weights vgg19:random(seed=0)" in capsys.readouterr().out
 
 
 def test_multi_style_and_save_every(pics, tmp_path):
@@ -55,7 +55,7 @@ def test_multi_style_and_save_every(pics, tmp_path):
 def test_multiscale_cli(pics, tmp_path):
     content, style, _ = pics
     out = tmp_path / "ms.png"
-    args = ["--size", "48", "--iterations", "2", "--scales", "24,48", "--vgg-weights", "random", "-q"]
+    args = ["--size", "48", "--iterations", "2", "--scales", "24,48", "--vgg-weights", "random", "-q", "-m", "gatys"]
     assert stylize(content, "--style", style, "-o", out, *args) == 0
     assert Image.open(out).size == (48, 34)
     assert read_metadata(out)["evaluations"] == 4
@@ -148,18 +148,19 @@ def test_methods_says_why_unavailable(capsys, monkeypatch):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
     assert "gatys" in out and "unavailable" in out and "vgg19-dcbb9e9d.pth" in out
+    assert any(line.startswith("lite") and " available" in line for line in out.splitlines())
     monkeypatch.setenv("ATELIER_VGG_WEIGHTS", "random")
     assert main(["methods"]) == 0
-    assert " available" in capsys.readouterr().out
+    assert any(line.startswith("gatys") and " available" in line for line in capsys.readouterr().out.splitlines())
 
 
-def test_demo_runs_on_bundled_inputs_labelled_random(tmp_path, capsys):
+def test_demo_runs_offline_with_the_bundled_encoder(tmp_path, capsys):
     pytest.importorskip("skimage")
     out = tmp_path / "demo.webp"
     assert main(["demo", "-o", str(out), "--size", "32", "--iterations", "2", "-q"]) == 0
     meta = read_metadata(out)
-    assert meta["random_weights"] is True and meta["content"] == "skimage.data.chelsea"
-    assert "random weights" in capsys.readouterr().err
+    assert meta["method"] == "lite" and meta["random_weights"] is False and meta["content"] == "skimage.data.chelsea"
+    assert "lite:bundled" in capsys.readouterr().out
 
 
 def test_output_may_not_overwrite_an_input(pics, capsys):

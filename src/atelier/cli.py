@@ -52,12 +52,15 @@ def add_option_flags(parser: argparse.ArgumentParser, cls: type = StylizeOptions
         default = f.default if f.default is not MISSING else None
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         text = meta.get("help", "")
-        if "default" not in text:  # some fields say their default in words (None means "found for you")
+        if "default" not in text and "required" not in text:  # some say their default in words (None: found for you)
             text = f"{text} (default: {shown})"
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": text}
         kind = _scalar_type(cls, f)
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
+        elif meta.get("repeat"):
+            kwargs["action"] = "append"
+            kwargs["metavar"] = meta.get("metavar")
         elif meta.get("list_of"):
             kwargs["type"] = _parse_list(meta["list_of"], flag)
             kwargs["metavar"] = meta.get("metavar") or "A,B"
@@ -118,33 +121,29 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     finally:
         progress.close()
     path = result.save(out)
-    note = " (random VGG19 weights: not a real style transfer)" if result.metadata.get("random_weights") else ""
+    note = (f" (untrained random weights {result.metadata['weights']}: not a real style transfer)"
+            if result.metadata.get("random_weights") else "")
     print(f"wrote {path} ({result.evaluations} loss evaluations, {result.seconds:.1f} s){note}")
     return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Stylise scikit-image's bundled sample photo; uses real VGG19 weights when present, else labelled random."""
+    """Stylise scikit-image's bundled sample photo with the bundled lite encoder (or gatys, if asked)."""
     from .api import stylize
     from .examples import example_images
-    from .features.vgg import find_vgg19_weights
     from .images import check_output_path
 
     out = check_output_path(args.output)
     content, style, names = example_images()
-    weights = None if find_vgg19_weights()[0] is not None else "random"
-    if weights == "random":
-        print("no VGG19 weights found: using seeded random weights (a texture demo, not a real style transfer); "
-              "see `atelier weights fetch vgg19`", file=sys.stderr)
     progress = _Progress(not args.quiet, out, 0)
     try:
-        result = stylize(content, style, method="gatys", callback=progress, size=args.size,
-                         iterations=args.iterations, vgg_weights=weights)
+        result = stylize(content, style, method=args.method, callback=progress, size=args.size,
+                         iterations=args.iterations)
     finally:
         progress.close()
     result.metadata.update(content=names[0], styles=[names[1]])
     path = result.save(out)
-    print(f"wrote {path}: {names[0]} in the style of {names[1]} ({result.seconds:.1f} s, weights "
+    print(f"wrote {path}: {names[0]} in the style of {names[1]} ({result.seconds:.1f} s, {args.method}, weights "
           f"{result.metadata['weights']})")
     return 0
 
@@ -183,6 +182,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_lite(args: argparse.Namespace) -> int:
+    """Train a lite encoder (atelier.train.lite); runs under torchrun unchanged."""
+    from .config import LiteTrainOptions
+    from .train.lite import train_lite
+
+    options = {f.name: getattr(args, f.name) for f in fields(LiteTrainOptions) if hasattr(args, f.name)}
+    out = train_lite(log=None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True)),
+                     progress=not args.quiet, **options)
+    if out is not None:  # only the first process of a torchrun job writes and reports
+        print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="atelier", description="Neural style transfer.")
     p.add_argument("--version", action="version", version=f"atelier {__version__}")
@@ -195,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--style", "-s", action="append", required=True, metavar="STYLE",
                    help="a style image (repeat for several)")
     s.add_argument("--output", "-o", required=True, metavar="OUT", help="output image (.png, .jpg, .webp)")
-    s.add_argument("--method", "-m", default="gatys", help="engine (see `atelier methods`; default: gatys)")
+    s.add_argument("--method", "-m", default="lite", help="engine (see `atelier methods`; default: lite)")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     add_option_flags(s)
     s.set_defaults(func=cmd_stylize)
@@ -204,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--output", "-o", required=True, metavar="OUT", help="output image (.png, .jpg, .webp)")
     d.add_argument("--size", type=int, default=256, help="long side in pixels (default: 256)")
     d.add_argument("--iterations", type=int, default=100, help="loss evaluations per scale (default: 100)")
+    d.add_argument("--method", "-m", default="lite", help="engine (default: lite; gatys needs VGG19 weights)")
     d.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_demo)
 
@@ -218,6 +231,18 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--from", dest="source", metavar="PATH", help="import this local .pth/.safetensors file")
     f.add_argument("--quiet", "-q", action="store_true", help="no download progress bar")
     f.set_defaults(func=cmd_weights_fetch)
+
+    from .config import LiteTrainOptions
+
+    t = sub.add_parser("train", help="train models (the lite encoder)")
+    tsub = t.add_subparsers(dest="train_command", metavar="WHAT")
+    tsub.required = True
+    tl = tsub.add_parser("lite", help="train a lite encoder and write its model folder",
+                         description="Train a lite encoder on folders of images (distilled from VGG19 or as an "
+                                     "autoencoder). Runs under `torchrun --nproc_per_node N` as it is.")
+    add_option_flags(tl, LiteTrainOptions, "training options (defaults from atelier.config.LiteTrainOptions)")
+    tl.add_argument("--quiet", "-q", action="store_true", help="no progress bar or log lines")
+    tl.set_defaults(func=cmd_train_lite)
 
     from .bench import BenchOptions
 

@@ -1,8 +1,9 @@
 """Every default lives here, once.
 
-``StylizeOptions`` holds the options of the optimisation engines (gatys now, lite later). The CLI builds its flags
-from these fields (name, type, default, help, choices all come from here), ``atelier.stylize(**options)`` takes the
-same names, and ``validate()`` is the single place that refuses bad values with a one-line ``AtelierError``.
+``StylizeOptions`` holds the options of the optimisation engines (lite and gatys); ``TrainOptions`` those every
+trainer shares and ``LiteTrainOptions`` those of ``atelier train lite``. The CLI builds its flags from these fields
+(name, type, default, help, choices all come from here), ``atelier.stylize(**options)`` takes the same names,
+and ``validate()`` is the single place that refuses bad values with a one-line ``AtelierError``.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ DEFAULT_MAX_PIXELS = 50_000_000
 
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, flag: str | None = None,
-        metavar: str | None = None, list_of: type | None = None) -> Any:
-    """A dataclass field that carries its CLI help; ``list_of`` marks comma-separated list options."""
-    meta = {"help": help, "choices": choices, "flag": flag, "metavar": metavar, "list_of": list_of}
+        metavar: str | None = None, list_of: type | None = None, repeat: bool = False) -> Any:
+    """A dataclass field that carries its CLI help; ``list_of`` marks comma-separated list options, ``repeat`` a
+    flag given once per value (``--images A --images B``)."""
+    meta = {"help": help, "choices": choices, "flag": flag, "metavar": metavar, "list_of": list_of,
+            "repeat": repeat}
     if isinstance(default, (list, dict, set)):
         raise TypeError("use tuples for sequence defaults")
     return field(default=default, metadata=meta)
@@ -51,6 +54,9 @@ class StylizeOptions:
     seed: int = opt(0, "random seed (same seed, same image on CPU)")
     save_every: int = opt(0, "write an intermediate image every N loss evaluations (0: never)")
     device: str = opt("auto", "where to compute", choices=("auto", "cpu", "cuda", "mps"))
+    lite_model: Optional[str] = opt(None, "lite encoder: a model folder from `atelier train lite`, or 'random' "
+                                    "for an untrained seeded one (outputs are labelled); default: the bundled one",
+                                    metavar="MODEL_DIR|random")
     vgg_weights: Optional[str] = opt(None, "VGG19 weights: a .pth/.safetensors path, or 'random' for seeded "
                                      "random weights (offline runs; outputs are labelled); default: "
                                      "$ATELIER_VGG_WEIGHTS, then the slim cache, then torch's hub cache",
@@ -137,3 +143,111 @@ def _flag(name: str) -> str:
 
 def defaults() -> StylizeOptions:
     return StylizeOptions()
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Options every trainer shares (``atelier train lite``, later the students'); the shared trainer reads these."""
+
+    images: tuple = opt((), "folder of training images, required (repeat for several; not searched "
+                        "recursively)", repeat=True, metavar="DIR")
+    out: Optional[str] = opt(None, "model folder to write, required (config.json + model.safetensors + "
+                             "MODEL_CARD.md)", metavar="MODEL_DIR")
+    steps: int = opt(2000, "optimiser steps (0 writes the initial model)")
+    batch: int = opt(8, "images per step, over all processes (torchrun splits it)")
+    size: int = opt(256, "side of the square random crops, in pixels (a multiple of 16)")
+    learning_rate: float = opt(1e-3, "Adam learning rate")
+    seed: int = opt(0, "random seed: initial weights and the crops of every step (same seed, same run on CPU)")
+    checkpoint_every: int = opt(100, "write a resume checkpoint every N steps")
+    sample_every: int = opt(500, "write a sample grid image every N steps (0: only at the end)")
+    log_every: int = opt(10, "append a line to metrics.jsonl every N steps")
+    resume: bool = opt(False, "continue from the run folder's checkpoint (same options required)")
+    device: str = opt("auto", "where to compute", choices=("auto", "cpu", "cuda", "mps"))
+    max_images: int = opt(0, "use at most this many images (0: all), the first in name order")
+    fp16: bool = opt(True, "store the released weights in fp16 (computation stays fp32)")
+    run_dir: Optional[str] = opt(None, "checkpoints, metrics.jsonl and samples (default: MODEL_DIR.run)",
+                                 metavar="DIR")
+
+    # Options that may change between a run and its --resume; every other one must match the checkpoint's.
+    RESUME_FREE = ("steps", "resume", "checkpoint_every", "sample_every", "log_every", "device")
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> "TrainOptions":
+        check_known(cls, kwargs, "training option")
+        for name in ("images",):
+            v = kwargs.get(name)
+            if isinstance(v, (str, bytes)) or hasattr(v, "__fspath__"):
+                kwargs[name] = (str(v),)
+            elif v is not None:
+                kwargs[name] = tuple(str(x) for x in v)
+        for name in ("out", "run_dir"):
+            if kwargs.get(name) is not None:
+                kwargs[name] = str(kwargs[name])
+        for name, f in ((f.name, f) for f in fields(cls)):  # comma lists from the Python API
+            kind = f.metadata.get("list_of")
+            if kind and isinstance(kwargs.get(name), (list, tuple, str)):
+                v = kwargs[name]
+                items = [t.strip() for t in v.split(",") if t.strip()] if isinstance(v, str) else list(v)
+                try:
+                    kwargs[name] = tuple(kind(t) for t in items)
+                except (TypeError, ValueError):
+                    raise AtelierError(f"--{_flag(name)} takes comma-separated {kind.__name__} values, got "
+                                       f"{v!r}") from None
+        return cls(**kwargs).validate()
+
+    def validate(self) -> "TrainOptions":
+        if not self.images:
+            raise AtelierError("--images DIR is required (a folder of training images; repeat for several)")
+        if not self.out:
+            raise AtelierError("--out MODEL_DIR is required (the model folder to write)")
+        for name, low in (("steps", 0), ("batch", 1), ("size", 16), ("seed", 0), ("checkpoint_every", 1),
+                          ("sample_every", 0), ("log_every", 1), ("max_images", 0)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise AtelierError(f"--{_flag(name)} must be a whole number >= {low}, got {v!r}")
+        if self.size % 16:
+            raise AtelierError(f"--size must be a multiple of 16 (the nets pool four times), got {self.size}")
+        lr = self.learning_rate
+        if not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+            raise AtelierError(f"--learning-rate must be a finite number > 0, got {lr!r}")
+        check_choices(self)
+        return self
+
+    def run_folder(self) -> str:
+        return self.run_dir or f"{str(self.out).rstrip('/')}.run"
+
+
+@dataclass(frozen=True)
+class LiteTrainOptions(TrainOptions):
+    """``atelier train lite``: the lite encoder's architecture and objective."""
+
+    objective: str = opt("distill", "distill: match a VGG19 teacher's features (1x1 adapters) and Gram matrices; "
+                         "autoencoder: reconstruct the image from conv5_1 and keep every level informative",
+                         choices=("distill", "autoencoder"))
+    teacher_weights: str = opt("vgg19", "distill teacher: vgg19 (pretrained weights, found as for "
+                               "--vgg-weights), random (seeded random VGG19) or a weights file",
+                               metavar="vgg19|random|PATH")
+    widths: tuple = opt((16, 32, 64, 128, 256), "channels of encoder blocks 1..5", list_of=int, metavar="W1,..,W5")
+    convs: tuple = opt((1, 1, 2, 2, 1), "3x3 convs in encoder blocks 1..5 (block 4 needs two)", list_of=int,
+                       metavar="N1,..,N5")
+    feature_weight: float = opt(1.0, "distill: weight of the adapted feature match")
+    gram_weight: float = opt(1.0, "distill: weight of the Gram-matrix match")
+    variance_weight: float = opt(0.1, "autoencoder: weight of the term that keeps each level's channels "
+                                 "varied and decorrelated")
+    name: Optional[str] = opt(None, "name recorded in the model (default: the --out folder's name)")
+
+    def validate(self) -> "LiteTrainOptions":
+        super().validate()
+        from .features.lite import check_arch
+
+        try:
+            check_arch({"widths": [int(v) for v in self.widths], "convs": [int(v) for v in self.convs]},
+                       where="--widths/--convs")
+        except (TypeError, ValueError):
+            raise AtelierError(f"--widths and --convs take five whole numbers each, got {self.widths!r} and "
+                               f"{self.convs!r}") from None
+        for name in ("feature_weight", "gram_weight", "variance_weight"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise AtelierError(f"--{_flag(name)} must be a finite number >= 0, got {v!r}")
+        return self

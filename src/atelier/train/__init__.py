@@ -1,0 +1,1 @@
+"""Training: the shared trainer (trainer.py), its data (data.py) and the tasks (lite.py; students later)."""

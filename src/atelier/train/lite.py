@@ -1,0 +1,192 @@
+"""``atelier train lite``: train the lite encoder (``features/lite.py``) on the shared trainer.
+
+Objectives:
+
+* ``distill`` (after Collaborative Distillation, Wang et al. 2020): a 1x1 adapter per level maps the encoder's
+  features to the teacher's channels; the loss is the relative squared error of the adapted features against the
+  teacher's (VGG19's conv1_1, conv2_1, conv3_1, conv4_1, conv4_2, conv5_1, pre-ReLU, at the same resolutions) plus
+  the relative error of their Gram matrices. Because the adapters are linear, an image whose encoder Grams match a
+  style's also has (predicted) teacher Grams that match: what the optimisation engine relies on. Departure from the
+  paper: no decoder and no collaborative reconstruction term; the engine never decodes.
+* ``autoencoder`` (the user's first try, ORIGIN.md method 2): a mirrored decoder (nearest upsampling + 3x3 conv, no
+  transposed convs) reconstructs the image from conv5_1 under a pixel L1 loss, plus a VICReg-style term on every
+  level (each channel's standard deviation kept above 1, off-diagonal covariance pushed to 0) so no level
+  collapses to a few channels. Only the encoder is shipped.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..config import LiteTrainOptions
+from ..errors import AtelierError
+from ..features.lite import KIND, LiteEncoder, build_lite, encoder_state
+from ..losses import content_loss, gram, style_loss
+from .trainer import Task
+
+LEVELS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv4_2", "conv5_1")
+
+
+class Distiller(nn.Module):
+    """Encoder + one 1x1 adapter per level, mapping its channels to the teacher's."""
+
+    def __init__(self, encoder: LiteEncoder, teacher_channels: dict[str, int]):
+        super().__init__()
+        self.encoder = encoder
+        widths = {name: encoder.layers[name].out_channels for name in LEVELS}
+        self.adapters = nn.ModuleDict({name: nn.Conv2d(widths[name], teacher_channels[name], 1) for name in LEVELS})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = self.encoder(x, LEVELS)
+        return {name: self.adapters[name](feats[name]) for name in LEVELS}
+
+
+class Autoencoder(nn.Module):
+    """Encoder + a mirrored decoder from conv5_1 back to RGB."""
+
+    def __init__(self, encoder: LiteEncoder):
+        super().__init__()
+        self.encoder = encoder
+        widths = encoder.arch["widths"]
+        blocks: list[nn.Module] = []
+        for b in range(4, 0, -1):  # 1/16 -> full size: four upsamplings
+            blocks += [nn.Upsample(scale_factor=2, mode="nearest"), nn.ReflectionPad2d(1),
+                       nn.Conv2d(widths[b], widths[b - 1], 3), nn.ReLU()]
+        blocks += [nn.ReflectionPad2d(1), nn.Conv2d(widths[0], 3, 3)]
+        self.decoder = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        feats = self.encoder(x, LEVELS)
+        return self.decoder(feats["conv5_1"]), feats
+
+
+def variance_covariance(f: torch.Tensor) -> torch.Tensor:
+    """VICReg's variance hinge (std >= 1 per channel) plus the mean squared off-diagonal covariance."""
+    c = f.shape[1]
+    x = f.transpose(0, 1).reshape(c, -1)
+    x = x - x.mean(1, keepdim=True)
+    std = (x.pow(2).mean(1) + 1e-4).sqrt()
+    cov = x @ x.t() / x.shape[1]
+    off = cov - torch.diag(torch.diag(cov))
+    return F.relu(1 - std).mean() + off.pow(2).sum() / (c * max(1, c - 1))
+
+
+def _feature_tile(f: torch.Tensor, size: int) -> torch.Tensor:
+    """First three channels of ``f`` as an RGB picture, each scaled to [0,1] per image, upsampled to ``size``."""
+    x = f[:, :3]
+    if x.shape[1] < 3:
+        x = x.repeat(1, 3, 1, 1)[:, :3]
+    lo = x.amin((2, 3), keepdim=True)
+    hi = x.amax((2, 3), keepdim=True)
+    return F.interpolate((x - lo) / (hi - lo + 1e-8), size=(size, size), mode="nearest")
+
+
+class LiteTask(Task):
+    name = "lite"
+    kind = KIND
+    options: LiteTrainOptions
+
+    def build(self, device: torch.device) -> dict[str, nn.Module]:
+        o = self.options
+        encoder = build_lite({"widths": list(o.widths), "convs": list(o.convs)}, seed=o.seed)
+        torch.manual_seed(o.seed)  # the adapters' / decoder's default init
+        if o.objective == "distill":
+            self.teacher = self._teacher(device)
+            probe = self.teacher(torch.zeros(1, 3, 16, 16, device=device), LEVELS)
+            model: nn.Module = Distiller(encoder, {k: v.shape[1] for k, v in probe.items()})
+        else:
+            self.teacher = None
+            model = Autoencoder(encoder)
+        return {"student": model.to(device)}
+
+    def _teacher(self, device: torch.device):
+        from ..features.vgg import find_vgg19_weights, load_vgg19
+
+        w = self.options.teacher_weights
+        if w.strip().lower() == "vgg19":
+            found, reason = find_vgg19_weights()
+            if found is None:
+                raise AtelierError(f"--teacher-weights vgg19: {reason.split(':')[0]}; pass --teacher-weights PATH, "
+                                   "or --teacher-weights random to distil a seeded random VGG19")
+            w = found
+        return load_vgg19(w, device=device)  # frozen; "random" gives seed 0
+
+    def train_step(self, models, optimizers, batch, step) -> dict[str, float]:
+        o = self.options
+        opt = optimizers["main"]
+        opt.zero_grad(set_to_none=True)
+        if o.objective == "distill":
+            with torch.no_grad():
+                target = self.teacher(batch, LEVELS)
+            adapted = models["student"](batch)
+            feat = sum(content_loss(adapted[k], target[k]) for k in LEVELS) / len(LEVELS)
+            grams = sum(style_loss(adapted[k], gram(target[k])) for k in LEVELS) / len(LEVELS)
+            loss = o.feature_weight * feat + o.gram_weight * grams
+            parts = {"loss": float(loss.detach()), "feature": float(feat.detach()), "gram": float(grams.detach())}
+        else:
+            recon, feats = models["student"](batch)
+            pixel = (recon - batch).abs().mean()
+            spread = sum(variance_covariance(feats[k]) for k in LEVELS) / len(LEVELS)
+            loss = pixel + o.variance_weight * spread
+            parts = {"loss": float(loss.detach()), "pixel_l1": float(pixel.detach()), "spread": float(spread.detach())}
+        loss.backward()
+        opt.step()
+        return parts
+
+    def sample(self, modules, batch) -> torch.Tensor:
+        size = batch.shape[-1]
+        model = modules["student"]
+        if self.options.objective == "distill":
+            adapted = model(batch)
+            target = self.teacher(batch, LEVELS)
+            cols = [batch, _feature_tile(target["conv2_1"], size), _feature_tile(adapted["conv2_1"], size),
+                    _feature_tile(target["conv4_2"], size), _feature_tile(adapted["conv4_2"], size)]
+        else:
+            recon, _ = model(batch)
+            cols = [batch, recon.clamp(0, 1)]
+        rows = torch.cat(cols, dim=3)                          # each sample: its columns side by side
+        return torch.cat(list(rows), dim=1).unsqueeze(0)       # samples stacked vertically
+
+    def export(self, modules) -> tuple[dict[str, torch.Tensor], dict, dict]:
+        encoder = modules["student"].encoder
+        facts: dict[str, Any] = {"objective": self.options.objective}
+        if self.options.objective == "distill":
+            facts["teacher"] = self.teacher.identity
+            facts["feature_weight"], facts["gram_weight"] = self.options.feature_weight, self.options.gram_weight
+        else:
+            facts["variance_weight"] = self.options.variance_weight
+        params = sum(p.numel() for p in encoder.parameters())
+        facts["parameters"] = params
+        return encoder_state(encoder), dict(encoder.arch), facts
+
+    def card(self, facts: dict[str, Any]) -> str:
+        data = facts["data"]
+        losses = ", ".join(f"{k} {v:.4g}" for k, v in facts["final_losses"].items()) or "none (no steps)"
+        teacher = f" from the teacher `{facts['teacher']}`" if facts.get("teacher") else ""
+        return "\n".join([
+            f"# Lite encoder `{facts['name']}`",
+            "",
+            f"A {facts['parameters']:,}-parameter feature net for atelier's optimisation engine (`--method lite "
+            f"--lite-model THIS_FOLDER`), trained with the `{facts['objective']}` objective{teacher}.",
+            "",
+            "| fact | value |",
+            "|---|---|",
+            f"| data | {data['images']} images from {', '.join(data['folders'])} "
+            f"(skipped: {data['skipped'] or 'none'}) |",
+            f"| steps | {facts['steps']} x batch {facts['batch']} random {facts['crop']} px crops, Adam lr "
+            f"{facts['learning_rate']}, seed {facts['seed']} |",
+            f"| compute | {facts['processes']} process(es) on {facts['device']}, {facts['seconds']} s wall |",
+            f"| final losses (mean of the last 50 steps) | {losses} |",
+            "",
+        ])
+
+
+def train_lite(log=None, progress: bool = True, **options: Any):
+    """Train a lite encoder (options: the fields of ``LiteTrainOptions``); returns the model folder."""
+    from .trainer import train
+
+    return train(LiteTask(LiteTrainOptions.from_kwargs(**options)), log=log, progress=progress)

@@ -1,0 +1,158 @@
+"""``atelier train lite`` on tiny images: both objectives, exact resume, bad input, and a two-process torchrun run."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from atelier.checkpoint import load_model_weights
+from atelier.cli import main
+from atelier.errors import AtelierError
+from atelier.features.lite import load_lite
+from atelier.images import save_image
+from atelier.train import lite as lite_train
+from atelier.train.data import ImageBank
+from conftest import make_image
+
+TINY = dict(size=32, batch=2, widths=(4, 4, 8, 8, 8), teacher_weights="random", log_every=1, checkpoint_every=2)
+
+
+@pytest.fixture
+def images(tmp_path):
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(5):
+        save_image(make_image(40 + 4 * i, 48, i), d / f"im{i}.png")
+    return d
+
+
+def run(tmp_path, images, name="m", **kw):
+    options = {**TINY, "images": [str(images)], "out": str(tmp_path / name), "steps": 4, **kw}
+    return lite_train.train_lite(progress=False, **options)
+
+
+@pytest.mark.parametrize("objective", ["distill", "autoencoder"])
+def test_training_writes_a_loadable_model_folder_and_its_run_record(objective, tmp_path, images):
+    out = run(tmp_path, images, objective=objective, sample_every=2)
+    config = json.loads((out / "config.json").read_text())
+    assert config["kind"] == "lite_encoder" and config["architecture"]["widths"] == [4, 4, 8, 8, 8]
+    t = config["training"]
+    assert t["steps"] == 4 and t["objective"] == objective and t["data"]["images"] == 5
+    assert (t.get("teacher") == "vgg19:random(seed=0)") == (objective == "distill")
+    net = load_lite(str(out))
+    assert net.identity.startswith("lite:m(") and not net.is_random
+    init = load_lite("random")  # different architecture, so compare against a fresh build of the same one
+    assert init.arch != net.arch
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "4 x batch 2" in card and objective in card
+    run_dir = Path(str(out) + ".run")
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2, 3, 4] and all(x["loss"] > 0 for x in lines)
+    assert sorted(p.name for p in (run_dir / "samples").iterdir()) == ["step_000002.png", "step_000004.png"]
+
+
+def test_distillation_lowers_the_loss(tmp_path, images):
+    out = run(tmp_path, images, steps=30, checkpoint_every=30, learning_rate=3e-3, log_every=1)
+    lines = [json.loads(x) for x in Path(str(out) + ".run/metrics.jsonl").read_text().splitlines()]
+    first, last = sum(x["loss"] for x in lines[:5]) / 5, sum(x["loss"] for x in lines[-5:]) / 5
+    assert last < 0.7 * first
+
+
+def test_steps_zero_writes_the_seeded_initial_encoder(tmp_path, images):
+    out = run(tmp_path, images, steps=0, widths=(16, 32, 64, 128, 256))
+    trained = load_model_weights(out)
+    init = load_lite("random")  # same default architecture and seed 0
+    assert torch.allclose(trained["conv3_1.weight"], init.layers["conv3_1"].weight, atol=1e-3)
+
+
+def test_resume_after_a_kill_continues_exactly(tmp_path, images, monkeypatch):
+    straight = run(tmp_path, images, name="straight", steps=5)
+    real_step = lite_train.LiteTask.train_step
+
+    def dies_at_step_3(self, models, optimizers, batch, step):
+        if step == 3:
+            raise KeyboardInterrupt
+        return real_step(self, models, optimizers, batch, step)
+
+    monkeypatch.setattr(lite_train.LiteTask, "train_step", dies_at_step_3)
+    with pytest.raises(AtelierError, match="--resume"):
+        run(tmp_path, images, name="killed", steps=5)
+    assert not (tmp_path / "killed").exists()  # no model folder from a killed run
+    monkeypatch.setattr(lite_train.LiteTask, "train_step", real_step)
+    resumed = run(tmp_path, images, name="killed", steps=5, resume=True)
+    a, b = load_model_weights(straight), load_model_weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "killed.run" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]  # the lines past the checkpoint were dropped and written again, once
+
+
+def test_resume_refuses_other_options_and_overwrites_nothing(tmp_path, images):
+    out = run(tmp_path, images, steps=2)
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(AtelierError, match="other options.*--size 32 -> 48"):
+        run(tmp_path, images, steps=4, size=48, resume=True)
+    with pytest.raises(AtelierError, match="pass --resume"):
+        run(tmp_path, images, steps=4)
+    with pytest.raises(AtelierError, match="no checkpoint to resume"):
+        run(tmp_path, images, name="fresh", resume=True)
+    assert (out / "model.safetensors").read_bytes() == before
+
+
+def test_image_folder_without_readable_images_says_why(tmp_path):
+    d = tmp_path / "junk"
+    d.mkdir()
+    (d / "notes.txt").write_text("x")
+    (d / "broken.jpg").write_bytes(b"not a jpeg")
+    (d / "tiny.png").write_bytes(b"")
+    expected = r"no readable training images.*1 not an image file name \(e.g. notes.txt\); 2 unreadable or corrupt"
+    with pytest.raises(AtelierError, match=expected):
+        ImageBank([str(d)], 32)
+
+
+def test_batches_depend_on_seed_and_step_and_split_over_processes(images):
+    bank = ImageBank([str(images)], 32)
+    a, b = bank.batch(7, 4, seed=1), bank.batch(7, 4, seed=1)
+    assert a.shape == (4, 3, 32, 32) and torch.equal(a, b)
+    assert not torch.equal(a, bank.batch(8, 4, seed=1))
+    halves = [bank.batch(7, 4, seed=1, rank=r, world=2) for r in (0, 1)]
+    assert torch.equal(torch.stack([halves[0][0], halves[1][0], halves[0][1], halves[1][1]]), a)
+
+
+def test_cli_train_lite_and_its_bad_input(tmp_path, images, capsys):
+    out = tmp_path / "cli"
+    args = ["train", "lite", "--images", str(images), "--out", str(out), "--steps", "2", "--size", "32", "--batch",
+            "2", "--widths", "4,4,8,8,8", "--teacher-weights", "random", "-q"]
+    assert main(args) == 0
+    assert (out / "model.safetensors").is_file()
+    assert f"wrote {out}" in capsys.readouterr().out
+    for bad, message in ((["--size", "40"], "multiple of 16"), (["--convs", "1,1,1,1,1"], "conv4_2"),
+                         (["--teacher-weights", "vgg19"], "--teacher-weights random")):
+        assert main(args[:4] + ["--out", str(tmp_path / "bad"), *args[6:], *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err
+    assert main(["train", "lite", "--out", str(tmp_path / "x")]) == 2
+    assert "--images DIR is required" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_two_process_torchrun_on_cpu(tmp_path, images):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "atelier", "train", "lite", "--images", str(images), "--out", str(out), "--steps", "3",
+           "--size", "32", "--batch", "4", "--widths", "4,4,8,8,8", "--teacher-weights", "random", "--device", "cpu",
+           "--log-every", "1", "-q"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("wrote") == 1  # only the first process writes and reports
+    config = json.loads((out / "config.json").read_text())
+    assert config["training"]["processes"] == 2 and config["training"]["batch"] == 4
+    lines = (Path(str(out) + ".run") / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]
+    assert not torch.equal(load_model_weights(out)["conv1_1.weight"],
+                           load_lite("random").layers["conv1_1"].weight[:4])
