@@ -153,6 +153,21 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, pairs_file, tm
     assert not out.exists()
 
 
+def test_lite_engines_and_lite_model_folders_bench_side_by_side(pairs_file, tmp_path):
+    from atelier.checkpoint import save_model_folder
+    from atelier.features.lite import KIND, build_lite, encoder_state
+
+    net = build_lite({"widths": [4, 4, 8, 8, 8], "convs": [1, 1, 1, 2, 1]}, seed=5)
+    folder = save_model_folder(tmp_path / "tiny-enc", encoder_state(net), {"kind": KIND, "architecture": net.arch})
+    out = tmp_path / "res"
+    assert bench_cli("--methods", f"lite,{folder}", "--pairs", pairs_file, "--out", out, *FAST) == 0
+    recs = json.loads((out / "results.json").read_text())["records"]
+    weights = {r["method"]: r["weights"] for r in recs}
+    assert weights["lite"].startswith("lite:bundled(") and weights["lite-tiny-enc"].startswith("lite:tiny-enc(")
+    params = {r["method"]: r["params"] for r in recs}
+    assert params["lite-tiny-enc"] == sum(p.numel() for p in net.parameters()) < params["lite"]
+
+
 def test_auto_pairs_are_chosen_by_sha256(tmp_path, monkeypatch):
     for sub, n in (("content", 4), ("styles", 3)):
         (tmp_path / sub).mkdir()

@@ -27,7 +27,8 @@ class MethodSpec:
 
 
 def resolve_method(spec: str) -> MethodSpec:
-    """A registered method name, or a student model folder; anything else is refused with the valid choices."""
+    """A registered method name, a lite encoder or student model folder; anything else is refused, listing the
+    valid choices."""
     from .. import api, registry
 
     names = registry.names("method")
@@ -37,17 +38,22 @@ def resolve_method(spec: str) -> MethodSpec:
         return MethodSpec(spec, spec, "registry")
     looks_like_path = "/" in spec or os.sep in spec or spec.startswith(".") or Path(spec).exists()
     if not looks_like_path:
-        raise AtelierError(f"unknown method {spec!r}; choose from: {', '.join(names)}, or give a student model "
-                           "folder path")
+        raise AtelierError(f"unknown method {spec!r}; choose from: {', '.join(names)}, or give a lite encoder or "
+                           "student model folder path")
     from ..checkpoint import WEIGHTS_NAME, read_model_config
 
     p = Path(spec).expanduser()
     if not p.exists():
         raise AtelierError(f"model folder not found: {p}; give a method name ({', '.join(names)}) or the path of "
-                           "a student model folder")
+                           "a lite encoder or student model folder")
     config = read_model_config(p)  # refuses anything that is not a readable model folder, naming what is wrong
     if not (p / WEIGHTS_NAME).is_file():
         raise AtelierError(f"{p} is not a complete model folder: {WEIGHTS_NAME} is missing")
+    from ..features.lite import KIND as LITE_KIND
+
+    if config["kind"] == LITE_KIND:  # a trained lite encoder: the lite engine driving it
+        name = slug(str(p))
+        return MethodSpec(str(p), name if name.startswith("lite-") else "lite-" + name, "lite_model")
     if not hasattr(api, "load_model"):
         raise AtelierError(f"{p} holds a {config['kind']!r} model, but this atelier version cannot run model "
                            "folders yet; benchmark registered methods instead")

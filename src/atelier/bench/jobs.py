@@ -71,6 +71,8 @@ def _engine_call(job: dict, device: torch.device) -> Callable:
     from .. import api
 
     method: Any = job["method"]
+    if job["kind"] == "lite_model":  # a lite encoder's model folder: the lite engine with --lite-model
+        method, base = "lite", {**base, "lite_model": job["method"]}
     if job["kind"] == "model":  # student model folders: through the api, like any other method
         method = api.load_model(job["method"])
 

@@ -30,8 +30,8 @@ def slug(spec: str) -> str:
 class BenchOptions:
     """Every default of ``atelier bench`` / ``atelier.bench.run``, once (the CLI builds its flags from these)."""
 
-    methods: tuple = opt(("gatys",), "methods to measure: registered names (see `atelier methods`) or student "
-                         "model folders", list_of=str, metavar="M1,M2,DIR")
+    methods: tuple = opt(("lite",), "methods to measure: registered names (see `atelier methods`), lite encoder "
+                         "or student model folders", list_of=str, metavar="M1,M2,DIR")
     pairs: str = opt("auto", f"'auto' ({AUTO_CONTENTS} contents x {AUTO_STYLES} styles from ../shared/data or "
                      f"${DATA_ENV}, the first by sha256 of their bytes) or a JSON-lines file of "
                      '{"content": PATH, "style": PATH} (paths relative to the file)', metavar="FILE|auto")
