@@ -41,6 +41,19 @@ def test_replace_existing_leaves_no_temp(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
 
 
+def test_model_folder_gets_ordinary_permissions(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        folder = save_model_folder(tmp_path / "m", net().state_dict(), CONFIG)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755  # not mkdtemp's private 0700
+    assert {stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir()} == {0o644}
+
+
 def test_failed_write_keeps_old_folder(tmp_path, monkeypatch):
     save_model_folder(tmp_path / "m", net().state_dict(), CONFIG)
     import atelier.checkpoint as ck

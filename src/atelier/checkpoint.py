@@ -64,6 +64,13 @@ def save_model_folder(folder: PathLike, state_dict: dict[str, torch.Tensor], con
         save_file(tensors, str(tmp / WEIGHTS_NAME), metadata={"kind": str(config["kind"])})
         (tmp / CONFIG_NAME).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
         (tmp / CARD_NAME).write_text(card if card.endswith("\n") or not card else card + "\n")
+        # mkdtemp makes a private (0700) folder: give it the permissions a plain mkdir would have, so a model
+        # folder written for others (a shared install, the bundled weights) stays readable by them.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        for name in (WEIGHTS_NAME, CONFIG_NAME, CARD_NAME):
+            os.chmod(tmp / name, 0o666 & ~umask)
         old = None
         if folder.exists():  # replace: move the old one aside first, so one of the two is always whole
             old = folder.with_name(f".{folder.name}.old")
