@@ -101,15 +101,21 @@ def _bad(tmp_path, pics, name):
     if name == "wrong-shape-weights":
         w = tmp_path / "vgg.pth"
         torch.save({"features.0.weight": torch.zeros(64, 3, 5, 5), "features.0.bias": torch.zeros(64)}, w)
-        return [content, "--style", style, "-o", out, "--vgg-weights", w], out
+        return [content, "--style", style, "-o", out, "--vgg-weights", w, "-m", "gatys"], out
     if name == "no-weights":
-        return [content, "--style", style, "-o", out], out
+        return [content, "--style", style, "-o", out, "-m", "gatys"], out
+    if name == "lite-model-of-another-kind":
+        from atelier.checkpoint import save_model_folder
+
+        folder = save_model_folder(tmp_path / "gen", {"w": torch.zeros(2)}, {"kind": "generator",
+                                                                            "architecture": {}})
+        return [content, "--style", style, "-o", out, "--lite-model", folder], out
     raise AssertionError(name)
 
 
 BAD = ["missing", "directory", "not-an-image", "truncated", "zero-size", "too-many-pixels", "unknown-method",
        "unknown-layer", "nan-weight", "negative-weight", "negative-blend", "unwritable-output", "bad-extension",
-       "wrong-shape-weights", "no-weights"]
+       "wrong-shape-weights", "no-weights", "lite-model-of-another-kind"]
 
 
 @pytest.mark.parametrize("name", BAD)
