@@ -118,3 +118,20 @@ def test_loss_balance_holds_across_sizes(tiny_net):
         content_term = content_loss(fn["conv4_2"], fc["conv4_2"])
         ratios.append(float(style_term / content_term))
     assert max(ratios) / min(ratios) < 3.0, ratios
+
+
+def test_lbfgs_history_bounds_the_optimiser_state(tiny_net, monkeypatch):
+    content, style = make_image(24, 24, 1), make_image(24, 24, 2)
+    kept = []
+    real_step = torch.optim.LBFGS.step
+
+    def step(self, closure):
+        out = real_step(self, closure)
+        kept.append(len(self.state[self._params[0]].get("old_dirs", [])))
+        return out
+
+    monkeypatch.setattr(torch.optim.LBFGS, "step", step)
+    run(tiny_net, content, [style], iterations=12, lbfgs_history=3)
+    assert max(kept) == 3  # never more curvature pairs than asked for
+    with pytest.raises(AtelierError, match="lbfgs-history"):
+        StylizeOptions(lbfgs_history=0).validate()

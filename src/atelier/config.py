@@ -34,6 +34,8 @@ class StylizeOptions:
     iterations: int = opt(200, "loss evaluations at each scale (L-BFGS closure calls; Adam steps)")
     optimizer: str = opt("lbfgs", "optimiser over the pixels", choices=("lbfgs", "adam"))
     learning_rate: float = opt(0.02, "Adam step size in [0,1] pixel units (L-BFGS ignores it)")
+    lbfgs_history: int = opt(20, "L-BFGS curvature pairs kept; each costs two image-sized vectors (19 MB at "
+                             "1024x768), and 20 reached the same loss as 100 in our measurements")
     content_weight: float = opt(1.0, "weight of the content loss")
     style_weight: float = opt(10.0, "weight of the style loss")
     tv_weight: float = opt(10.0, "weight of the total-variation (smoothness) loss")
@@ -84,7 +86,8 @@ class StylizeOptions:
             finite_nonneg(name)
             if getattr(self, name) == 0:
                 raise AtelierError(f"--{_flag(name)} must be > 0")
-        for name, low in (("size", 1), ("iterations", 1), ("max_pixels", 1), ("save_every", 0)):
+        for name, low in (("size", 1), ("iterations", 1), ("max_pixels", 1), ("save_every", 0),
+                          ("lbfgs_history", 1)):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < low:
                 raise AtelierError(f"--{_flag(name)} must be a whole number >= {low}, got {v!r}")

@@ -109,7 +109,9 @@ class _Engine:
         if o.optimizer == "lbfgs":
             # max_iter=1 per step() call: without a line search each call is exactly one evaluation, and L-BFGS
             # keeps its curvature history across calls, so we can clamp pixels and report between steps.
-            opt = torch.optim.LBFGS([x], lr=1.0, max_iter=1, history_size=100,
+            # history_size: PyTorch's default of 100 keeps 200 image-sized vectors (1.9 GB at 1024x768); 20 reached
+            # the same loss within 0.05% (gatys, 256 px, 100 evaluations) and 1% lower (lite, 512 px, 200).
+            opt = torch.optim.LBFGS([x], lr=1.0, max_iter=1, history_size=o.lbfgs_history,
                                     tolerance_grad=0.0, tolerance_change=0.0)
         else:
             opt = torch.optim.Adam([x], lr=o.learning_rate)
