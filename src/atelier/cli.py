@@ -48,6 +48,8 @@ def add_option_flags(parser: argparse.ArgumentParser, cls: type = StylizeOptions
     group = parser.add_argument_group(title)
     for f in fields(cls):
         meta = f.metadata
+        if meta.get("hidden"):
+            continue
         flag = "--" + (meta.get("flag") or f.name.replace("_", "-"))
         default = f.default if f.default is not MISSING else None
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default

@@ -18,11 +18,11 @@ DEFAULT_MAX_PIXELS = 50_000_000
 
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, flag: str | None = None,
-        metavar: str | None = None, list_of: type | None = None, repeat: bool = False) -> Any:
+        metavar: str | None = None, list_of: type | None = None, repeat: bool = False, hidden: bool = False) -> Any:
     """A dataclass field that carries its CLI help; ``list_of`` marks comma-separated list options, ``repeat`` a
-    flag given once per value (``--images A --images B``)."""
+    flag given once per value (``--images A --images B``), ``hidden`` a field with no flag."""
     meta = {"help": help, "choices": choices, "flag": flag, "metavar": metavar, "list_of": list_of,
-            "repeat": repeat}
+            "repeat": repeat, "hidden": hidden}
     if isinstance(default, (list, dict, set)):
         raise TypeError("use tuples for sequence defaults")
     return field(default=default, metadata=meta)
@@ -253,4 +253,41 @@ class LiteTrainOptions(TrainOptions):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise AtelierError(f"--{_flag(name)} must be a finite number >= 0, got {v!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class StudentTrainOptions(TrainOptions):
+    """``atelier train student``: a pix2pix-style generator trained on a pairs folder made by ``atelier prepare``."""
+
+    images: tuple = opt((), "not used by students (they read --pairs)", hidden=True)
+    pairs: Optional[str] = opt(None, "pairs folder written by `atelier prepare`, required", metavar="PAIRS_DIR")
+    generator: str = opt("tiny", "generator architecture", choices=("unet", "resnet", "transformer", "tiny"))
+    l1_weight: float = opt(100.0, "weight of the L1 distance to the teacher's picture (pix2pix: 100)")
+    gan_loss: str = opt("lsgan", "adversarial loss: bce (pix2pix), lsgan (least squares) or none",
+                        choices=("bce", "lsgan", "none"))
+    perceptual_weight: float = opt(0.0, "weight of the perceptual loss (content + style distance to the "
+                                   "teacher's picture under --perceptual-net features; 0: off)")
+    perceptual_net: str = opt("lite", "features for the perceptual loss", choices=("lite", "vgg19"))
+    ema: float = opt(0.999, "decay of the generator's exponential moving average (the exported weights; 0: off)")
+    beta1: float = opt(0.5, "Adam beta1 (pix2pix: 0.5)")
+    holdout: int = opt(16, "pairs kept out of training for the fidelity numbers on the model card")
+
+    def validate(self) -> "StudentTrainOptions":
+        if not self.pairs:
+            raise AtelierError("--pairs PAIRS_DIR is required (a folder written by `atelier prepare`)")
+        # The shared checks want --images; students read their images from the pairs folder.
+        TrainOptions.validate(replace(self, images=self.images or (self.pairs,)))
+        for name in ("l1_weight", "perceptual_weight"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise AtelierError(f"--{_flag(name)} must be a finite number >= 0, got {v!r}")
+        for name in ("ema", "beta1"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not 0 <= v < 1:
+                raise AtelierError(f"--{_flag(name)} must be in [0, 1), got {v!r}")
+        if not isinstance(self.holdout, int) or isinstance(self.holdout, bool) or self.holdout < 0:
+            raise AtelierError(f"--holdout must be a whole number >= 0, got {self.holdout!r}")
+        if self.l1_weight == 0 and self.gan_loss == "none" and self.perceptual_weight == 0:
+            raise AtelierError("every loss weight is zero: set --l1-weight, --gan-loss or --perceptual-weight")
         return self
