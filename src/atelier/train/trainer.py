@@ -78,10 +78,23 @@ class Task:
         return {"main": torch.optim.Adam(params, lr=self.options.learning_rate)}
 
     def train_step(self, models: dict[str, nn.Module], optimizers: dict[str, torch.optim.Optimizer],
-                   batch: torch.Tensor, step: int) -> dict[str, float]:
+                   batch: Any, step: int) -> dict[str, float]:
         raise NotImplementedError
 
-    def sample(self, modules: dict[str, nn.Module], batch: torch.Tensor) -> torch.Tensor:
+    def data(self, log: Callable[[str], None]) -> Any:
+        """The training data: anything with ``batch(step, batch, seed, rank, world)``, ``len()`` and ``skipped``."""
+        o = self.options
+        return ImageBank(o.images, o.size, o.max_images, log)
+
+    def data_facts(self, data: Any) -> dict[str, Any]:
+        return {"folders": [str(Path(p).expanduser()) for p in self.options.images], "images": len(data),
+                "skipped": data.skipped}
+
+    def config_extra(self, facts: dict[str, Any]) -> dict[str, Any]:
+        """Top-level keys the model folder's config.json gets besides kind, architecture, name and training."""
+        return {}
+
+    def sample(self, modules: dict[str, nn.Module], batch: Any) -> torch.Tensor:
         raise NotImplementedError
 
     def export(self, modules: dict[str, nn.Module]) -> tuple[dict[str, torch.Tensor], dict, dict]:
@@ -150,6 +163,15 @@ def _all_mean(parts: dict[str, float], ctx: Context) -> dict[str, float]:
     return {k: float(v) / ctx.world for k, v in zip(keys, t.tolist())}
 
 
+def _to(batch: Any, device: torch.device) -> Any:
+    """A batch (a tensor, or a tuple of tensors such as (content, target)) on ``device``."""
+    return tuple(b.to(device) for b in batch) if isinstance(batch, tuple) else batch.to(device)
+
+
+def _size(batch: Any) -> int:
+    return int((batch[0] if isinstance(batch, tuple) else batch).shape[0])
+
+
 def lr_factor(step: int, steps: int) -> float:
     """Cosine decay from 1 to 0.1 over the run. A function of the step alone, so a resumed run needs no scheduler
     state and follows the same curve."""
@@ -198,7 +220,7 @@ def _train(task: Task, ctx: Context, log: Callable[[str], None], progress: bool)
     if not out.parent.is_dir():
         raise AtelierError(f"cannot write {out}: {out.parent} does not exist; create it first")
 
-    bank = ImageBank(o.images, o.size, o.max_images, log)
+    bank = task.data(log)
     modules = task.build(ctx.device)
     optimizers = task.optimizers(modules)
     start, seconds_before = 0, 0.0
@@ -219,7 +241,7 @@ def _train(task: Task, ctx: Context, log: Callable[[str], None], progress: bool)
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         models = {k: DDP(m) if any(p.requires_grad for p in m.parameters()) else m for k, m in modules.items()}
-    sample_batch = bank.batch(step=0, batch=SAMPLE_COUNT, seed=o.seed + 7919).to(ctx.device)
+    sample_batch = _to(bank.batch(step=0, batch=SAMPLE_COUNT, seed=o.seed + 7919), ctx.device)
 
     bar = None
     if progress:
@@ -254,8 +276,8 @@ def _train(task: Task, ctx: Context, log: Callable[[str], None], progress: bool)
             m.train()
         for step in range(start, o.steps):
             factor = _set_lr(optimizers, lr_factor(step, o.steps))
-            batch = bank.batch(step, o.batch, o.seed, ctx.rank, ctx.world).to(ctx.device)
-            assert batch.shape[0] == local
+            batch = _to(bank.batch(step, o.batch, o.seed, ctx.rank, ctx.world), ctx.device)
+            assert _size(batch) == local
             parts = _all_mean(task.train_step(models, optimizers, batch, step), ctx)
             if not all(math.isfinite(v) for v in parts.values()):
                 raise AtelierError(f"training diverged at step {step + 1} (loss {parts}); lower --learning-rate "
@@ -294,10 +316,9 @@ def _train(task: Task, ctx: Context, log: Callable[[str], None], progress: bool)
     facts = {**facts, "steps": o.steps, "batch": o.batch, "crop": o.size, "learning_rate": o.learning_rate,
              "seed": o.seed, "processes": ctx.world, "device": str(ctx.device), "seconds": round(seconds, 1),
              "final_losses": final,  # mean over the last 50 steps
-             "data": {"folders": [str(Path(p).expanduser()) for p in o.images], "images": len(bank),
-                      "skipped": bank.skipped}}
+             "data": task.data_facts(bank)}
     config = {"kind": task.kind, "architecture": architecture, "name": getattr(o, "name", None) or out.name,
-              "training": facts}
+              **task.config_extra(facts), "training": facts}
     save_model_folder(out, state_dict, config, task.card({**facts, "name": config["name"]}),
                       dtype=torch.float16 if o.fp16 else None)
     log(f"wrote {out} ({o.steps} steps, {seconds:.0f} s); run folder {run}")

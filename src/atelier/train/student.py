@@ -1,0 +1,285 @@
+"""``atelier train student``: a pix2pix-style generator learns to make in one pass what a teacher made by optimisation.
+
+On the shared trainer (``trainer.py``). Data: a pairs folder from ``atelier prepare`` (``pairs.read_manifest``);
+the same random crop and flip are applied to the photo and the teacher's picture. Losses, as pix2pix (Isola et al.
+2017) with the user's proposed additions:
+
+* ``--l1-weight`` x L1 distance to the teacher's picture (pix2pix: 100);
+* adversarial: a PatchGAN (``nets.discriminator``) sees (photo, picture) pairs; ``bce`` is pix2pix's vanilla GAN
+  loss, ``lsgan`` least squares (Mao et al. 2017: steadier on small data), ``none`` turns it off;
+* ``--perceptual-weight`` x (content + style distance to the teacher's picture) under the lite encoder's or VGG19's
+  features, the same relative losses the optimisation engine uses.
+
+One discriminator forward per step sees the real and fake pairs as one batch (DistributedDataParallel allows one
+forward per backward). The exported weights are an exponential moving average of the generator's (``--ema``), which
+is steadier than the last iterate. A few pairs are held out (``--holdout``): the model card reports PSNR/SSIM of the
+student against the teacher on them.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ..config import StudentTrainOptions
+from ..errors import AtelierError
+from ..images import load_image
+from ..losses import content_loss, gram, style_loss
+from ..nets import build_discriminator, build_generator, discriminator_arch, generator_arch
+from .trainer import Task
+
+KIND = "student"
+PERCEPTUAL_STYLE = ("conv1_1", "conv2_1", "conv3_1", "conv4_1")
+PERCEPTUAL_CONTENT = ("conv4_2",)
+
+
+class PairBank:
+    """(photo, teacher picture) pairs in memory as uint8; both are resized together so the short side >= crop."""
+
+    def __init__(self, pairs_dir: str, size: int, holdout: int, max_images: int = 0, log=None):
+        from .pairs import read_manifest
+
+        self.root = Path(pairs_dir).expanduser()
+        records = sorted(read_manifest(self.root), key=lambda r: r["id"])
+        if len(records) <= holdout:
+            raise AtelierError(f"{self.root} has {len(records)} pairs; training needs more than --holdout {holdout}")
+        self.held, train = records[:holdout], records[holdout:]
+        if max_images:
+            train = train[:max_images]
+        self.size = size
+        self.pairs = [self._load(r) for r in train]
+        self.skipped: dict = {}
+        self.teacher = sorted({str(r.get("teacher_identity") or r.get("teacher")) for r in records})
+        self.styles = sorted({Path(str(r.get("style", ""))).name for r in records})
+        if log is not None:
+            log(f"pairs: {len(self.pairs)} for training, {len(self.held)} held out, from {self.root}")
+
+    def _load(self, record: dict, resize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        c = load_image(self.root / record["content"])
+        t = load_image(self.root / record["stylized"])
+        if c.shape != t.shape:
+            raise AtelierError(f"{self.root}: pair {record['id']} has a photo of {tuple(c.shape[-2:])} and a picture "
+                               f"of {tuple(t.shape[-2:])}; prepare the pairs again")
+        h, w = c.shape[-2:]
+        if resize and min(h, w) < self.size:
+            scale = self.size / min(h, w)
+            hw = (max(self.size, math.ceil(h * scale)), max(self.size, math.ceil(w * scale)))
+            c = F.interpolate(c, size=hw, mode="bicubic", align_corners=False).clamp(0, 1)
+            t = F.interpolate(t, size=hw, mode="bicubic", align_corners=False).clamp(0, 1)
+        return (c[0] * 255).round().to(torch.uint8), (t[0] * 255).round().to(torch.uint8)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def batch(self, step: int, batch: int, seed: int, rank: int = 0, world: int = 1):
+        """This process's slice of step ``step``'s global batch: (photos, pictures), float32 [b,3,size,size]."""
+        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
+        index = torch.randint(len(self.pairs), (batch,), generator=g).tolist()
+        cs, ts = [], []
+        for k, i in enumerate(index):
+            c, t = self.pairs[i]
+            _, h, w = c.shape
+            top = int(torch.randint(h - self.size + 1, (1,), generator=g))
+            left = int(torch.randint(w - self.size + 1, (1,), generator=g))
+            flip = bool(torch.rand(1, generator=g) < 0.5)
+            if k % world != rank:
+                continue
+            crop = (slice(None), slice(top, top + self.size), slice(left, left + self.size))
+            c, t = c[crop], t[crop]
+            cs.append(c.flip(-1) if flip else c)
+            ts.append(t.flip(-1) if flip else t)
+        return torch.stack(cs).float().div_(255), torch.stack(ts).float().div_(255)
+
+    def held_out(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [tuple(x.float().div(255).unsqueeze(0) for x in self._load(r, resize=False)) for r in self.held]
+
+
+def _gan_loss(kind: str, logits: torch.Tensor, real: bool) -> torch.Tensor:
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(logits, target)
+    return F.mse_loss(logits, target)  # lsgan
+
+
+class StudentTask(Task):
+    name = "student"
+    kind = KIND
+    options: StudentTrainOptions
+
+    def data(self, log):
+        o = self.options
+        self.bank = PairBank(o.pairs, o.size, o.holdout, o.max_images, log)
+        return self.bank
+
+    def data_facts(self, data: PairBank) -> dict[str, Any]:
+        return {"pairs": str(data.root), "train_pairs": len(data), "held_out": len(data.held),
+                "teacher": data.teacher, "styles": data.styles}
+
+    def build(self, device: torch.device) -> dict[str, nn.Module]:
+        o = self.options
+        torch.manual_seed(o.seed)
+        g = build_generator(o.generator).to(device)
+        modules: dict[str, nn.Module] = {"g": g}
+        if o.gan_loss != "none":
+            modules["d"] = build_discriminator().to(device)
+        ema = copy.deepcopy(g).requires_grad_(False)
+        modules["ema"] = ema
+        self.perceptual = None
+        if o.perceptual_weight > 0:
+            if o.perceptual_net == "lite":
+                from ..features.lite import load_lite
+
+                self.perceptual = load_lite(device=device)
+            else:
+                from ..features.vgg import find_vgg19_weights, load_vgg19
+
+                found, reason = find_vgg19_weights()
+                if found is None:
+                    raise AtelierError(f"--perceptual-net vgg19: {reason.split(':')[0]}; use --perceptual-net lite")
+                self.perceptual = load_vgg19(found, device=device)
+        return modules
+
+    def optimizers(self, modules):
+        o = self.options
+        opts = {"g": torch.optim.Adam(modules["g"].parameters(), lr=o.learning_rate, betas=(o.beta1, 0.999))}
+        if "d" in modules:
+            opts["d"] = torch.optim.Adam(modules["d"].parameters(), lr=o.learning_rate, betas=(o.beta1, 0.999))
+        return opts
+
+    def _perceptual(self, fake: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        layers = [n for n in self.perceptual.layer_names if n in PERCEPTUAL_STYLE + PERCEPTUAL_CONTENT]
+        f = self.perceptual(fake, layers)
+        with torch.no_grad():
+            t = self.perceptual(target, layers)
+        c = sum(content_loss(f[k], t[k]) for k in PERCEPTUAL_CONTENT)
+        s = sum(style_loss(f[k], gram(t[k])) for k in PERCEPTUAL_STYLE) / len(PERCEPTUAL_STYLE)
+        return c + s
+
+    def train_step(self, models, optimizers, batch, step) -> dict[str, float]:
+        o = self.options
+        content, target = batch
+        g = models["g"]
+        fake = g(content)
+        parts: dict[str, float] = {}
+        if "d" in models:
+            d = models["d"]
+            optimizers["d"].zero_grad(set_to_none=True)
+            # Real and fake pairs in one forward: DDP wants one forward per backward.
+            logits = d(torch.cat([torch.cat([content, target], 1), torch.cat([content, fake.detach()], 1)], 0))
+            real, fake_logits = logits.chunk(2)
+            loss_d = 0.5 * (_gan_loss(o.gan_loss, real, True) + _gan_loss(o.gan_loss, fake_logits, False))
+            loss_d.backward()
+            optimizers["d"].step()
+            parts["d"] = float(loss_d.detach())
+        optimizers["g"].zero_grad(set_to_none=True)
+        l1 = (fake - target).abs().mean()
+        loss_g = o.l1_weight * l1
+        parts["l1"] = float(l1.detach())
+        if "d" in models:
+            adv = _gan_loss(o.gan_loss, models["d"](torch.cat([content, fake], 1)), True)
+            loss_g = loss_g + adv
+            parts["adv"] = float(adv.detach())
+        if self.perceptual is not None:
+            perc = self._perceptual(fake, target)
+            loss_g = loss_g + o.perceptual_weight * perc
+            parts["perceptual"] = float(perc.detach())
+        loss_g.backward()
+        optimizers["g"].step()
+        parts["loss"] = float(loss_g.detach())
+        self._update_ema(models)
+        return parts
+
+    def _update_ema(self, models) -> None:
+        g = models["g"].module if hasattr(models["g"], "module") else models["g"]
+        decay = self.options.ema
+        with torch.no_grad():
+            for e, p in zip(models["ema"].parameters(), g.parameters()):
+                e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+            for e, b in zip(models["ema"].buffers(), g.buffers()):
+                e.copy_(b)
+
+    def sample(self, modules, batch) -> torch.Tensor:
+        content, target = batch
+        student = modules["ema"](content)
+        rows = torch.cat([content, target, student.clamp(0, 1)], dim=3)  # photo | teacher | student (EMA)
+        return torch.cat(list(rows), dim=1).unsqueeze(0)
+
+    def export(self, modules) -> tuple[dict[str, torch.Tensor], dict, dict]:
+        ema = modules["ema"]
+        o = self.options
+        facts: dict[str, Any] = {"generator": o.generator, "parameters": sum(p.numel() for p in ema.parameters()),
+                                 "l1_weight": o.l1_weight, "gan_loss": o.gan_loss,
+                                 "perceptual_weight": o.perceptual_weight, "ema": o.ema,
+                                 "fidelity_held_out": self._fidelity(ema)}
+        if "d" in modules:
+            facts["discriminator"] = discriminator_arch(modules["d"])
+        arch = {"generator": o.generator, "args": generator_arch(ema)}
+        return {k: v for k, v in ema.state_dict().items()}, arch, facts
+
+    def _fidelity(self, generator: nn.Module) -> dict[str, Any]:
+        """PSNR (and SSIM where scikit-image is installed) of the student against the teacher on held-out pairs."""
+        from ..metrics import psnr
+
+        held = self.bank.held_out()
+        if not held:
+            return {}
+        device = next(generator.parameters()).device
+        ps, ss = [], []
+        generator.eval()
+        with torch.no_grad():
+            for c, t in held:
+                out = generator(c.to(device)).clamp(0, 1).cpu()
+                out = (out * 255).round() / 255  # what a saved picture holds
+                ps.append(float(psnr(out, t)))
+                try:
+                    from ..metrics import ssim
+
+                    ss.append(float(ssim(out, t)))
+                except (ImportError, ValueError):
+                    pass
+        result: dict[str, Any] = {"pairs": len(held), "psnr_db": round(sum(ps) / len(ps), 3)}
+        if ss:
+            result["ssim"] = round(sum(ss) / len(ss), 4)
+        return result
+
+    def config_extra(self, facts: dict[str, Any]) -> dict[str, Any]:
+        styles = facts["data"].get("styles") or []
+        return {"style": styles[0] if len(styles) == 1 else styles}
+
+    def card(self, facts: dict[str, Any]) -> str:
+        data, fid = facts["data"], facts.get("fidelity_held_out") or {}
+        losses = ", ".join(f"{k} {v:.4g}" for k, v in facts["final_losses"].items()) or "none (no steps)"
+        fidelity = (f"PSNR {fid['psnr_db']} dB" + (f", SSIM {fid['ssim']}" if "ssim" in fid else "") +
+                    f" on {fid['pairs']} held-out pairs") if fid else "no held-out pairs"
+        return "\n".join([
+            f"# Student `{facts['name']}`",
+            "",
+            f"A `{facts['generator']}` generator ({facts['parameters']:,} parameters) that stylises in one forward pass "
+            f"(`atelier stylize PHOTO --model THIS_FOLDER -o OUT`), trained pix2pix-style to imitate the teacher "
+            f"`{', '.join(data['teacher'])}` (style: {', '.join(data['styles'])}).",
+            "",
+            "| fact | value |",
+            "|---|---|",
+            f"| data | {data['train_pairs']} pairs from {data['pairs']} ({data['held_out']} more held out) |",
+            f"| losses | L1 x {facts['l1_weight']}, adversarial {facts['gan_loss']}, perceptual x "
+            f"{facts['perceptual_weight']}; EMA {facts['ema']} |",
+            f"| steps | {facts['steps']} x batch {facts['batch']} random {facts['crop']} px crops, Adam lr "
+            f"{facts['learning_rate']}, seed {facts['seed']} |",
+            f"| compute | {facts['processes']} process(es) on {facts['device']}, {facts['seconds']} s wall |",
+            f"| final losses (mean of the last 50 steps) | {losses} |",
+            f"| fidelity to the teacher | {fidelity} |",
+            "",
+        ])
+
+
+def train_student(log=None, progress: bool = True, **options: Any):
+    """Train a student (options: the fields of ``StudentTrainOptions``); returns the model folder."""
+    from .trainer import train
+
+    return train(StudentTask(StudentTrainOptions.from_kwargs(**options)), log=log, progress=progress)

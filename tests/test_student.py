@@ -1,0 +1,126 @@
+"""``atelier train student`` on tiny pairs: a model folder the feed-forward engine can rebuild, exact resume,
+losses, refusals, and a two-process torchrun run."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from atelier.checkpoint import load_model_weights, read_model_config
+from atelier.errors import AtelierError
+from atelier.images import save_image
+from atelier.nets import build_generator
+from atelier.train import student as student_train
+from atelier.train.pairs import prepare
+from conftest import make_image
+
+TINY = dict(size=32, batch=2, holdout=1, log_every=1, checkpoint_every=2, generator="tiny")
+
+
+@pytest.fixture(scope="module")
+def pairs_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pairs")
+    content, style = root / "content", root / "style.png"
+    content.mkdir()
+    for i in range(5):
+        save_image(make_image(40, 48, i), content / f"photo{i}.png")
+    save_image(make_image(32, 32, 50), style)
+    prepare(progress=False, content=str(content), style=str(style), out=str(root / "pairs"), size=48,
+            teacher="lite", teacher_options={"lite_model": "random", "iterations": 2, "scales": "none"})
+    return root / "pairs"
+
+
+def run(tmp_path, pairs_dir, name="s", **kw):
+    options = {**TINY, "pairs": str(pairs_dir), "out": str(tmp_path / name), "steps": 4, **kw}
+    return student_train.train_student(progress=False, **options)
+
+
+@pytest.mark.parametrize("gan_loss", ["lsgan", "bce", "none"])
+def test_training_writes_a_rebuildable_student(gan_loss, tmp_path, pairs_dir):
+    out = run(tmp_path, pairs_dir, gan_loss=gan_loss, sample_every=2)
+    config = read_model_config(out, kind="student")
+    assert config["architecture"]["generator"] == "tiny" and config["style"] == "style.png"
+    t = config["training"]
+    assert t["data"]["train_pairs"] == 4 and t["data"]["held_out"] == 1 and t["gan_loss"] == gan_loss
+    assert t["data"]["teacher"][0].startswith("lite(lite:random")
+    assert ("discriminator" in t) == (gan_loss != "none")
+    assert t["fidelity_held_out"]["pairs"] == 1 and t["fidelity_held_out"]["psnr_db"] > 0
+    g = build_generator("tiny", config["architecture"]["args"])
+    g.load_state_dict(load_model_weights(out))  # the stored config rebuilds the stored weights
+    run_dir = Path(str(out) + ".run")
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines] == [1, 2, 3, 4]
+    assert ("d" in lines[0] and "adv" in lines[0]) == (gan_loss != "none")
+    assert (run_dir / "samples" / "step_000004.png").is_file()
+    assert "fidelity to the teacher" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_l1_training_moves_the_student_towards_the_teacher(tmp_path, pairs_dir):
+    out = run(tmp_path, pairs_dir, gan_loss="none", steps=40, learning_rate=5e-3, ema=0.0, checkpoint_every=40)
+    lines = [json.loads(x) for x in Path(str(out) + ".run/metrics.jsonl").read_text().splitlines()]
+    first, last = sum(x["l1"] for x in lines[:5]) / 5, sum(x["l1"] for x in lines[-5:]) / 5
+    assert last < 0.8 * first
+
+
+def test_perceptual_loss_runs_under_lite_features(tmp_path, pairs_dir, monkeypatch):
+    from atelier.features import lite
+
+    real = lite.load_lite
+    monkeypatch.setattr(lite, "load_lite", lambda weights=None, **kw: real("random", **kw))
+    out = run(tmp_path, pairs_dir, perceptual_weight=1.0, gan_loss="none", steps=2)
+    lines = [json.loads(x) for x in Path(str(out) + ".run/metrics.jsonl").read_text().splitlines()]
+    assert all(x["perceptual"] > 0 for x in lines)
+
+
+def test_resume_after_a_kill_continues_exactly(tmp_path, pairs_dir, monkeypatch):
+    straight = run(tmp_path, pairs_dir, name="straight", steps=5)
+    real_step = student_train.StudentTask.train_step
+
+    def dies_at_step_3(self, models, optimizers, batch, step):
+        if step == 3:
+            raise KeyboardInterrupt
+        return real_step(self, models, optimizers, batch, step)
+
+    monkeypatch.setattr(student_train.StudentTask, "train_step", dies_at_step_3)
+    with pytest.raises(AtelierError, match="--resume"):
+        run(tmp_path, pairs_dir, name="killed", steps=5)
+    monkeypatch.setattr(student_train.StudentTask, "train_step", real_step)
+    resumed = run(tmp_path, pairs_dir, name="killed", steps=5, resume=True)
+    a, b = load_model_weights(straight), load_model_weights(resumed)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_bad_options_and_pairs_are_refused(tmp_path, pairs_dir):
+    with pytest.raises(AtelierError, match="--pairs PAIRS_DIR is required"):
+        student_train.train_student(progress=False, out=str(tmp_path / "x"))
+    with pytest.raises(AtelierError, match="every loss weight is zero"):
+        run(tmp_path, pairs_dir, l1_weight=0, gan_loss="none")
+    with pytest.raises(AtelierError, match="--holdout"):
+        run(tmp_path, pairs_dir, holdout=5)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(AtelierError, match="manifest"):
+        run(tmp_path, empty, name="y")
+    with pytest.raises(AtelierError, match="--generator must be one of"):
+        run(tmp_path, pairs_dir, generator="vit")
+
+
+def test_two_process_torchrun_student(tmp_path, pairs_dir):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    code = ("from atelier.train.student import train_student; "
+            f"train_student(progress=False, pairs={str(pairs_dir)!r}, out={str(out)!r}, steps=3, size=32, batch=4, "
+            "holdout=1, log_every=1, device='cpu')")
+    script = tmp_path / "run.py"
+    script.write_text(code + "\n")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    config = json.loads((out / "config.json").read_text())
+    assert config["training"]["processes"] == 2
+    lines = (Path(str(out) + ".run") / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]
