@@ -116,7 +116,7 @@ def test_in_process_run_resumes_after_a_torn_record(pairs_file, tmp_path):
 
 @pytest.mark.parametrize("case", ["unknown-method", "missing-model", "not-a-model", "empty-pairs",
                                   "unreadable-image", "unknown-judge", "missing-pairs-file",
-                                  "model-folder-not-yet-supported"])
+                                  "folder-of-another-kind"])
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, pairs_file, tmp_path, capsys):
     out = tmp_path / "res"
     methods, pairs, extra = "gatys", pairs_file, []
@@ -139,13 +139,10 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, pairs_file, tm
         extra = ["--judge", "alexnet"]
     elif case == "missing-pairs-file":
         pairs = tmp_path / "nope.jsonl"
-    elif case == "model-folder-not-yet-supported":
-        from atelier import api
+    elif case == "folder-of-another-kind":
         from atelier.checkpoint import save_model_folder
 
-        if hasattr(api, "load_model"):
-            pytest.skip("the api runs model folders now: bench them end to end instead")
-        methods = str(save_model_folder(tmp_path / "student", {"w": torch.zeros(2)},
+        methods = str(save_model_folder(tmp_path / "gen", {"w": torch.zeros(2)},
                                         {"kind": "generator", "architecture": {"name": "tiny"}}))
     assert bench_cli("--methods", methods, "--pairs", pairs, "--out", out, *FAST, *extra) == 2
     err = capsys.readouterr().err.strip().splitlines()

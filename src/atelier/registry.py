@@ -1,4 +1,4 @@
-"""One registry for everything chosen by name: methods, feature nets (later: generators, teachers).
+"""One registry for everything chosen by name: methods, feature nets, generators (later: teachers).
 
 ``register(kind, name)`` decorates a factory; built-ins are registered lazily by dotted path so importing the
 registry stays cheap and the low-level packages (features, nets) never import it. ``create(kind, name, **kw)``
@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from .errors import AtelierError
 
-KINDS = ("method", "feature_net")
+KINDS = ("method", "feature_net", "generator")
 
 
 @dataclass
@@ -63,7 +63,9 @@ def create(kind: str, name: str, **kwargs: Any) -> Any:
     return get(kind, name).factory()(**kwargs)
 
 
-# Built-ins. Methods are small objects describing an engine; feature nets are factories returning a FeatureNet.
+# Built-ins. Methods are small objects describing an engine; feature nets are factories returning a FeatureNet;
+# generators are the student nets' classes (``atelier.nets.GENERATORS``; build them with ``nets.build_generator``,
+# which checks the architecture arguments).
 register("feature_net", "vgg19", "atelier.features.vgg:load_vgg19",
          description="VGG19 (ImageNet weights; 'random' for seeded random weights)")
 register("feature_net", "lite", "atelier.features.lite:load_lite",
@@ -72,3 +74,11 @@ register("method", "lite", "atelier.methods.optimize:lite_method",
          description="the same optimisation over the tiny bundled encoder (nothing to download; the default)")
 register("method", "gatys", "atelier.methods.optimize:gatys_method",
          description="Gatys et al. optimisation over VGG19 features (best quality, needs VGG19 weights)")
+register("generator", "unet", "atelier.nets.unet:UNetGenerator",
+         description="pix2pix U-Net with skip connections (the reference student)")
+register("generator", "resnet", "atelier.nets.resnet:ResNetGenerator",
+         description="Johnson et al. residual generator (downsample, residual blocks, upsample + conv)")
+register("generator", "transformer", "atelier.nets.transformer:TransformerGenerator",
+         description="small vision-transformer generator (self-attention at 1/patch resolution)")
+register("generator", "tiny", "atelier.nets.tiny:TinyGenerator",
+         description="depthwise-separable net for low-end CPUs (well under 2 MB)")

@@ -57,6 +57,7 @@ def resolve_method(spec: str) -> MethodSpec:
     if not hasattr(api, "load_model"):
         raise AtelierError(f"{p} holds a {config['kind']!r} model, but this atelier version cannot run model "
                            "folders yet; benchmark registered methods instead")
+    api.load_model(p)  # a student folder that loads (right kind, known generator, fitting weights), before any output
     return MethodSpec(str(p), "model-" + slug(str(p)), "model")
 
 

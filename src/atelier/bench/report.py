@@ -68,7 +68,7 @@ def _summarise(records: list[dict], first_pair: Optional[tuple[str, str]] = None
         peak = r.get("matmul_peak_gflops")
         r["efficiency"] = r["gflops"] / peak if r["gflops"] and peak else None
         r["final_loss"] = r["trace"]["loss"][-1] if r.get("trace") else None
-        if b is not None and r["method"] != BASELINE and b.get("trace"):
+        if b is not None and r["method"] != BASELINE and b.get("trace") and r.get("trace"):  # students: no trace
             # The baseline's best loss, not its last: L-BFGS without a line search sometimes overshoots late.
             target = min(b["trace"]["loss"])
             r["target_loss"] = target

@@ -1,1 +1,2 @@
-"""Stylisation methods: optimize.py (gatys and, later, lite: one engine for any feature net)."""
+"""Stylisation methods: optimize.py (gatys and lite: one engine for any feature net) and feedforward.py (trained
+student generators: one forward pass, optionally in blended tiles)."""

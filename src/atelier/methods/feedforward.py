@@ -1,0 +1,285 @@
+"""Student inference: one forward pass of a trained feed-forward generator, whole or in overlapping tiles.
+
+Contract of a student model folder (written by the trainer, read here; see ``atelier.checkpoint``)::
+
+    config.json        {"kind": "student", "format_version": 1,
+                        "architecture": {"generator": "<a name in atelier.nets.GENERATORS>", "args": {...}},
+                        "name": optional label, "style": optional label (e.g. the style image's file name),
+                        "description": optional one line, "training": {...}}
+    model.safetensors  the generator's state_dict (fp32, or fp16 widened to fp32 on load)
+
+The generator is rebuilt from the stored config, never from flags, and runs in eval mode under
+``torch.inference_mode``. A model is addressed by a folder path or by the name of a bundled folder under
+``BUNDLED_DIR`` (``resolve_model``); a name is only ever looked up in that folder's listing, never joined into a path.
+
+Tiling (``StudentModel.run(image, tile=T)``): the image is cut into tiles of at most T x T that overlap by at least
+``overlap`` pixels, each tile runs on its own, and the tiles are blended with a raised-cosine ramp across each
+overlap band, so no seam shows. The blend is an incremental weighted mean written into one output buffer
+(``out += a * (tile - out)`` with ``a`` the tile's share of the weight so far), so only the output image and
+tile-sized temporaries are ever allocated, and a purely pointwise net gives exactly the one-pass result.
+Tiles are not free for nets with instance norms (every generator here): each tile normalises with its own
+statistics, so a tiled result differs from the one-pass one by a few grey levels, more with small tiles.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+from ..checkpoint import WEIGHTS_NAME, load_into, load_model_weights, read_model_config
+from ..errors import AtelierError
+from ..images import sha256_file
+from ..nets import GENERATORS, build_generator
+
+KIND = "student"
+BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"  # atelier/weights: shipped model folders
+DEFAULT_OVERLAP = 32
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+# ------------------------------------------------------------------------------------------ finding models
+
+
+def _student_config(folder: Path) -> Optional[dict[str, Any]]:
+    """The folder's config if it is a readable student model folder, else None (for listings only)."""
+    try:
+        config = read_model_config(folder)
+    except AtelierError:
+        return None
+    return config if config["kind"] == KIND else None
+
+
+def _describe(name: str, config: dict[str, Any]) -> str:
+    if isinstance(config.get("description"), str) and config["description"].strip():
+        return " ".join(config["description"].split())
+    arch = config.get("architecture", {})
+    text = f"feed-forward student ({arch.get('generator', '?')} generator)"
+    return text + (f" in the style of {config['style']}" if config.get("style") else "")
+
+
+def _bundled() -> dict[str, Path]:
+    """Name -> folder for every student model folder directly under ``BUNDLED_DIR`` (read at each call)."""
+    root = Path(BUNDLED_DIR)
+    if not root.is_dir():
+        return {}
+    found = {}
+    for entry in sorted(root.iterdir()):
+        # Hidden names are save_model_folder's temporary and replaced folders, never models.
+        if not entry.name.startswith(".") and entry.is_dir() and _student_config(entry) is not None:
+            found[entry.name] = entry
+    return found
+
+
+def list_students() -> list[dict[str, Any]]:
+    """The bundled students: name, description, style label and folder."""
+    out = []
+    for name, folder in _bundled().items():
+        config = _student_config(folder) or {}
+        out.append({"name": name, "description": _describe(name, config), "style": config.get("style"),
+                    "folder": str(folder)})
+    return out
+
+
+def _looks_like_path(text: str) -> bool:
+    return "/" in text or os.sep in text or (os.altsep is not None and os.altsep in text) \
+        or text.startswith((".", "~"))
+
+
+def resolve_model(name_or_path: PathLike) -> Path:
+    """The model folder meant by a path, or by the name of a bundled student.
+
+    Anything that looks like a path (a separator, a leading ``.`` or ``~``, or a ``Path`` object) is a path. A bare
+    word is a bundled student's name if the listing has it, else a folder in the current directory if one exists.
+    """
+    if isinstance(name_or_path, os.PathLike):
+        return Path(name_or_path).expanduser()
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise AtelierError(f"a model is a model folder path or a bundled student's name, got {name_or_path!r}")
+    text = name_or_path
+    if _looks_like_path(text):
+        return Path(text).expanduser()
+    bundled = _bundled()
+    if text in bundled:
+        return bundled[text]  # the listing's own path: the user's text is never joined into a path
+    if Path(text).exists():
+        return Path(text)
+    names = ", ".join(bundled) or "none are installed"
+    raise AtelierError(f"unknown model {text!r}: no such folder, and no bundled student has that name "
+                       f"(bundled: {names}); give a student model folder path")
+
+
+# ------------------------------------------------------------------------------------------------ tiling
+
+
+def _starts(n: int, tile: int, overlap: int) -> list[int]:
+    """Tile starts along an axis of ``n`` pixels: first at 0, last ending at ``n``, evenly spread, overlaps
+    ``>= overlap``."""
+    if n <= tile:
+        return [0]
+    count = -(-(n - tile) // (tile - overlap)) + 1
+    span = n - tile
+    return [(i * span + (count - 1) // 2) // (count - 1) for i in range(count)]
+
+
+def _ramp(length: int) -> torch.Tensor:
+    """Raised cosine rising over ``length`` pixels, sampled at pixel centres: strictly inside (0, 1), and
+    ``ramp + ramp.flip(0) == 1`` (two tiles crossing over an overlap band share each pixel's weight)."""
+    t = (torch.arange(length, dtype=torch.float64) + 0.5) / length
+    return 0.5 - 0.5 * torch.cos(math.pi * t)
+
+
+def _axis_weights(n: int, starts: list[int], tile: int) -> list[torch.Tensor]:
+    """One 1-D weight per tile along an axis: 1 inside, ramping down across each band shared with a neighbour."""
+    size = min(tile, n)
+    out = []
+    for i, s in enumerate(starts):
+        w = torch.ones(size, dtype=torch.float64)
+        if i > 0:
+            band = starts[i - 1] + size - s
+            w[:band] *= _ramp(band)
+        if i + 1 < len(starts):
+            band = s + size - starts[i + 1]
+            w[size - band:] *= _ramp(band).flip(0)
+        out.append(w)
+    return out
+
+
+def _cumulative(n: int, starts: list[int], weights: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """For each tile, the summed weight of the tiles before it over its own span; and the total over the axis."""
+    total = torch.zeros(n, dtype=torch.float64)
+    before = []
+    for s, w in zip(starts, weights):
+        before.append(total[s:s + w.numel()].clone())
+        total[s:s + w.numel()] += w
+    return before, total
+
+
+# ------------------------------------------------------------------------------------------------- model
+
+
+class StudentModel:
+    """A loaded student: ``generator`` (eval mode, no gradients) plus where it came from."""
+
+    def __init__(self, generator: torch.nn.Module, config: dict[str, Any], folder: Path, identity: str,
+                 name: str):
+        self.generator = generator.eval().requires_grad_(False)
+        self.config = config
+        self.folder = folder
+        self.identity = identity
+        self.name = name
+        self._copies: dict[str, torch.nn.Module] = {}  # per other device: the CPU copy is never moved
+
+    def __repr__(self) -> str:
+        return f"StudentModel({self.identity}, folder={str(self.folder)!r})"
+
+    @property
+    def params(self) -> int:
+        return sum(p.numel() for p in self.generator.parameters())
+
+    @property
+    def style(self) -> Optional[str]:
+        return self.config.get("style")
+
+    @property
+    def description(self) -> str:
+        return _describe(self.name, self.config)
+
+    @property
+    def min_tile(self) -> int:
+        """The smallest tile side the generator runs without padding it up (its ``min_size``)."""
+        return int(getattr(self.generator, "min_size", 1))
+
+    @classmethod
+    def from_folder(cls, path: PathLike) -> "StudentModel":
+        """Load a student model folder (a path, or a bundled name: see ``resolve_model``)."""
+        folder = resolve_model(path)
+        config = read_model_config(folder, KIND)  # missing folder, other kind, newer format: one-line errors
+        arch = config["architecture"]
+        gen = arch.get("generator")
+        if not isinstance(gen, str):
+            raise AtelierError(f"{folder / 'config.json'} has no architecture.generator naming the net (one of "
+                               f"{', '.join(GENERATORS)}); the model folder is damaged")
+        if gen not in GENERATORS:
+            raise AtelierError(f"{folder / 'config.json'} names generator {gen!r}, which this atelier does not "
+                               f"know (known: {', '.join(GENERATORS)}); upgrade atelier or fix the model folder")
+        args = arch.get("args", {})
+        if not isinstance(args, dict):
+            raise AtelierError(f"{folder / 'config.json'}: architecture.args must be a mapping; the model folder "
+                               "is damaged")
+        try:
+            generator = build_generator(gen, args)
+        except AtelierError as e:
+            raise AtelierError(f"{folder}: {e}") from None
+        load_into(generator, load_model_weights(folder), folder)
+        try:
+            digest = sha256_file(folder / WEIGHTS_NAME)[:12]
+        except OSError as e:
+            raise AtelierError(f"cannot read {folder / WEIGHTS_NAME} ({e.strerror or e})") from None
+        name = config.get("name") if isinstance(config.get("name"), str) and config.get("name") else \
+            folder.resolve().name
+        return cls(generator, config, folder, f"{KIND}:{name}(sha256:{digest})", name)
+
+    def _net(self, device: torch.device) -> torch.nn.Module:
+        if device.type == "cpu":
+            return self.generator
+        key = str(device)
+        if key not in self._copies:
+            self._copies[key] = copy.deepcopy(self.generator).to(device)
+        return self._copies[key]
+
+    def run(self, image: torch.Tensor, tile: int = 0, overlap: int = DEFAULT_OVERLAP,
+            device: Optional[Union[str, torch.device]] = None) -> torch.Tensor:
+        """Stylise ``image`` (``[N,3,H,W]`` in [0,1]); returns the same shape on ``image``'s device.
+
+        ``tile=0``: one pass. ``tile=T``: tiles of at most T x T overlapping by at least ``overlap`` pixels, blended
+        (see the module docstring); peak memory is the output image plus one tile's activations. ``device``: where
+        the net runs (default: the CPU); tiles travel there and back one at a time.
+        """
+        if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[1] != 3:
+            shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+            raise AtelierError(f"a student takes an image tensor [N,3,H,W], got {shape}")
+        for label, value in (("--tile", tile), ("the tile overlap", overlap)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise AtelierError(f"{label} must be a whole number of pixels >= 0, got {value!r}")
+        if tile and tile <= overlap:
+            raise AtelierError(f"--tile {tile} must be larger than the tile overlap ({overlap} px); use a larger "
+                               "tile, or 0 for one pass")
+        if tile and tile < self.min_tile:
+            raise AtelierError(f"--tile {tile} is smaller than this {self.generator.name} generator's minimum "
+                               f"input ({self.min_tile} px); use a larger tile, or 0 for one pass")
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        net = self._net(dev)
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        with torch.inference_mode():
+            if not tile or (h <= tile and w <= tile):
+                return net(image.to(dev, torch.float32)).to(image.device)
+            return self._tiled(net, image, tile, overlap, dev)
+
+    @staticmethod
+    def _tiled(net: torch.nn.Module, image: torch.Tensor, tile: int, overlap: int,
+               dev: torch.device) -> torch.Tensor:
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        ys, xs = _starts(h, tile, overlap), _starts(w, tile, overlap)
+        wy, wx = _axis_weights(h, ys, tile), _axis_weights(w, xs, tile)
+        # Tile (i, j) weighs wy[i] (x) wx[j]. In raster order the weight already placed at a pixel of tile (i, j)
+        # is (rows before i, every column) + (row i, columns before j): separable, so it needs only 1-D arrays.
+        before_y, _ = _cumulative(h, ys, wy)
+        before_x, total_x = _cumulative(w, xs, wx)
+        th, tw = min(tile, h), min(tile, w)
+        out = torch.zeros(image.shape[0], 3, h, w, dtype=torch.float32, device=image.device)
+        for i, y in enumerate(ys):
+            for j, x in enumerate(xs):
+                piece = net(image[..., y:y + th, x:x + tw].to(dev, torch.float32)).to(image.device)
+                mine = wy[i][:, None] * wx[j][None, :]
+                placed = before_y[i][:, None] * total_x[x:x + tw][None, :] + wy[i][:, None] * before_x[j][None, :]
+                share = (mine / (placed + mine)).to(torch.float32)  # 1 where no earlier tile reached
+                region = out[..., y:y + th, x:x + tw]
+                # Incremental weighted mean: where every tile agrees (a pointwise net), tile - region is exactly 0.
+                region.add_(share * (piece - region))
+        return out
