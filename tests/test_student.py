@@ -124,3 +124,28 @@ def test_two_process_torchrun_student(tmp_path, pairs_dir):
     assert config["training"]["processes"] == 2
     lines = (Path(str(out) + ".run") / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]
+
+
+def test_cli_prepare_then_train_student_then_stylize(tmp_path, capsys):
+    from atelier.cli import main
+
+    content = tmp_path / "photos"
+    content.mkdir()
+    for i in range(3):
+        save_image(make_image(40, 48, i), content / f"p{i}.png")
+    save_image(make_image(32, 32, 9), tmp_path / "style.png")
+    pairs = tmp_path / "pairs"
+    assert main(["prepare", "--content", str(content), "--style", str(tmp_path / "style.png"), "--out", str(pairs),
+                 "--size", "48", "--teacher-options", "lite_model=random,iterations=2,scales=none", "-q"]) == 0
+    assert "wrote 3 new pair(s)" in capsys.readouterr().out
+    model = tmp_path / "student"
+    assert main(["train", "student", "--pairs", str(pairs), "--out", str(model), "--steps", "2", "--size", "32",
+                 "--batch", "2", "--holdout", "1", "-q"]) == 0
+    assert f"wrote {model}" in capsys.readouterr().out
+    out = tmp_path / "out.png"
+    assert main(["stylize", str(content / "p0.png"), "--model", str(model), "-o", str(out), "--size", "48",
+                 "-q"]) == 0
+    assert out.is_file()
+    assert main(["prepare", "--content", str(content), "--style", str(tmp_path / "style.png"), "--out",
+                 str(pairs), "--shard", "3/2", "-q"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

@@ -107,25 +107,124 @@ class _Progress:
             self.bar = None
 
 
+def _stylize_options(args: argparse.Namespace) -> dict[str, Any]:
+    options = {f.name: getattr(args, f.name) for f in fields(StylizeOptions) if hasattr(args, f.name)}
+    if getattr(args, "tile", None) is not None:
+        options["tile"] = args.tile
+    return options
+
+
 def cmd_stylize(args: argparse.Namespace) -> int:
+    """One photo, or every photo in a folder, by an optimisation method (``--style``) or a student (``--model``)."""
+    from .api import student_for
+
+    if args.model is not None and args.method is not None:
+        raise AtelierError("give --model (a trained student) or --method (an optimisation engine), not both")
+    method = args.method or "lite"
+    student = student_for(method, args.model)  # loaded once, before any output; None for optimisation methods
+    if student is None and not args.style:
+        raise AtelierError(f"a style image is needed for method {method}: pass --style STYLE, or --model "
+                           "MODEL_DIR|NAME to run a trained student")
+    if student is not None and args.style and not args.quiet:
+        print(f"atelier: note: --style is ignored: {student.name}'s style is baked into the model", file=sys.stderr)
+    styles = [] if student is not None else list(args.style)
+    options = _stylize_options(args)
+    if Path(args.content).is_dir():
+        return _stylize_folder(args, Path(args.content), styles, student or method, options)
+
     from .api import stylize
     from .images import check_output_path
 
     out = check_output_path(args.output)
-    for given in [args.content, *args.style]:
+    for given in [args.content, *styles]:
         if Path(given).exists() and out.exists() and out.resolve() == Path(given).resolve():
             raise AtelierError(f"--output {out} is one of the input images; choose another name so the input "
                                "is not overwritten")
-    options = {f.name: getattr(args, f.name) for f in fields(StylizeOptions) if hasattr(args, f.name)}
-    progress = _Progress(not args.quiet, out, options.get("save_every", 0))
+    progress = _Progress(not args.quiet and student is None, out, options.get("save_every", 0))
     try:
-        result = stylize(args.content, args.style, method=args.method, callback=progress, **options)
+        result = stylize(args.content, styles or None, method=student or method, callback=progress, **options)
     finally:
         progress.close()
     path = result.save(out)
+    if student is not None:
+        how = f"{options['tile']} px tiles" if options.get("tile") else "one pass"
+        print(f"wrote {path} ({result.method}, {how}, {result.seconds:.2f} s)")
+        return 0
     note = (f" (untrained random weights {result.metadata['weights']}: not a real style transfer)"
             if result.metadata.get("random_weights") else "")
     print(f"wrote {path} ({result.evaluations} loss evaluations, {result.seconds:.1f} s){note}")
+    return 0
+
+
+def _folder_targets(folder: Path, out_dir: Path, styles: list[str]) -> list[tuple[Path, Path]]:
+    """(input, output) for every image in ``folder``: OUT_DIR/<stem>.png (<name>.png where stems collide)."""
+    from .images import SUPPORTED_SAVE, list_images
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise AtelierError(f"{folder} is a folder, so --output must be a folder for the results; {out_dir} is a file")
+    if not out_dir.exists() and out_dir.suffix.lower() in SUPPORTED_SAVE:
+        raise AtelierError(f"{folder} is a folder, so --output must name a folder for the results, not an image "
+                           f"file ({out_dir})")
+    if out_dir.resolve() == folder.resolve():
+        raise AtelierError(f"--output {out_dir} is the input folder; choose another folder so no input is "
+                           "overwritten")
+    images = list_images(folder)
+    if not images:
+        raise AtelierError(f"{folder} holds no images (.jpg, .jpeg, .png, .webp, .tif, .tiff, .bmp, .gif)")
+    stems: dict[str, int] = {}
+    for p in images:
+        stems[p.stem] = stems.get(p.stem, 0) + 1
+    pairs = [(p, out_dir / (f"{p.stem}.png" if stems[p.stem] == 1 else f"{p.name}.png")) for p in images]
+    protected = {p.resolve() for p in images} | {Path(s).resolve() for s in styles if Path(s).exists()}
+    for _, target in pairs:
+        if target.resolve() in protected:
+            raise AtelierError(f"writing {target} would overwrite an input image; choose another --output folder")
+    return pairs
+
+
+def _stylize_folder(args: argparse.Namespace, folder: Path, styles: list[str], method: Any,
+                    options: dict[str, Any]) -> int:
+    """Stylise every image in ``folder`` into ``--output`` (a folder), skipping files that cannot be read."""
+    from tqdm import tqdm
+
+    from .api import stylize
+    from .images import check_output_path, open_image
+
+    out_dir = Path(args.output)
+    pairs = _folder_targets(folder, out_dir, styles)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AtelierError(f"cannot create output folder {out_dir} ({e.strerror or e})") from None
+    check_output_path(out_dir / "check.png")  # writable? (nothing is written)
+    max_pixels = options.get("max_pixels", StylizeOptions.max_pixels)
+    skipped: list[tuple[str, str]] = []
+    written, seconds, label = 0, 0.0, ""
+    bar = tqdm(pairs, desc="stylize", unit="img", file=sys.stderr, dynamic_ncols=True, disable=args.quiet)
+    try:
+        for src, target in bar:
+            try:
+                picture = open_image(src, max_pixels)  # unreadable inputs are skipped; every other error stops
+            except AtelierError as e:
+                skipped.append((src.name, str(e)))
+                continue
+            result = stylize(picture, styles or None, method=method, **options)
+            result.metadata["content"] = src.name
+            result.save(target)
+            written, seconds, label = written + 1, seconds + result.seconds, result.method
+    except KeyboardInterrupt:
+        bar.close()
+        print(f"atelier: interrupted after {written} of {len(pairs)} images; those are in {out_dir}",
+              file=sys.stderr)
+        return 130
+    finally:
+        bar.close()
+    for name, reason in skipped:
+        print(f"atelier: skipped {name}: {reason}", file=sys.stderr)
+    if not written:
+        raise AtelierError(f"none of the {len(pairs)} images in {folder} could be read (first: {skipped[0][1]})")
+    note = f"; skipped {len(skipped)} unreadable file(s)" if skipped else ""
+    print(f"wrote {written} image(s) to {out_dir} ({label}, {seconds:.1f} s){note}")
     return 0
 
 
@@ -197,19 +296,55 @@ def cmd_train_lite(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Make (content, stylised) pairs with a teacher (atelier.train.pairs); resumable, shardable."""
+    from .train.pairs import PrepareOptions, prepare
+
+    options = {f.name: getattr(args, f.name) for f in fields(PrepareOptions) if hasattr(args, f.name)}
+    summary = prepare(log=None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True)),
+                      progress=not args.quiet, **options)
+    skipped = ", ".join(f"{n} {why}" for why, n in summary["skipped"].items()) or "none"
+    print(f"wrote {summary['done']} new pair(s) to {summary['out']} ({summary['already']} already there; "
+          f"skipped: {skipped})")
+    return 0
+
+
+def cmd_train_student(args: argparse.Namespace) -> int:
+    """Train a student generator on a pairs folder (atelier.train.student); runs under torchrun unchanged."""
+    from .config import StudentTrainOptions
+    from .train.student import train_student
+
+    options = {f.name: getattr(args, f.name) for f in fields(StudentTrainOptions) if hasattr(args, f.name)}
+    out = train_student(log=None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True)),
+                        progress=not args.quiet, **options)
+    if out is not None:
+        print(f"wrote {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="atelier", description="Neural style transfer.")
     p.add_argument("--version", action="version", version=f"atelier {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
+    from .api import DEFAULT_TILE
+
     s = sub.add_parser("stylize", help="stylise a photograph in the style of one or more artworks",
-                       description="Stylise CONTENT in the style of STYLE (several --style are blended).")
-    s.add_argument("content", metavar="CONTENT", help="the photograph")
-    s.add_argument("--style", "-s", action="append", required=True, metavar="STYLE",
-                   help="a style image (repeat for several)")
-    s.add_argument("--output", "-o", required=True, metavar="OUT", help="output image (.png, .jpg, .webp)")
-    s.add_argument("--method", "-m", default="lite", help="engine (see `atelier methods`; default: lite)")
+                       description="Stylise CONTENT in the style of STYLE (several --style are blended), or with a "
+                                   "trained student (--model: one forward pass, its style baked in). CONTENT may be "
+                                   "a folder: every image in it is written to OUT/<name>.png.")
+    s.add_argument("content", metavar="CONTENT", help="the photograph, or a folder of photographs")
+    s.add_argument("--style", "-s", action="append", default=[], metavar="STYLE",
+                   help="a style image (repeat for several); needed by the optimisation methods")
+    s.add_argument("--model", metavar="MODEL_DIR|NAME", default=None,
+                   help="a trained student: its model folder, or a bundled student's name (see `atelier methods`)")
+    s.add_argument("--output", "-o", required=True, metavar="OUT",
+                   help="output image (.png, .jpg, .webp); a folder when CONTENT is a folder")
+    s.add_argument("--method", "-m", default=None, help="engine (see `atelier methods`; default: lite)")
+    s.add_argument("--tile", type=int, default=None, metavar="N",
+                   help=f"students only: run in N x N tiles blended over their overlap, so memory stays bounded on "
+                        f"large images (default: {DEFAULT_TILE}, one pass)")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     add_option_flags(s)
     s.set_defaults(func=cmd_stylize)
@@ -236,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .config import LiteTrainOptions
 
-    t = sub.add_parser("train", help="train models (the lite encoder)")
+    t = sub.add_parser("train", help="train models (the lite encoder, students)")
     tsub = t.add_subparsers(dest="train_command", metavar="WHAT")
     tsub.required = True
     tl = tsub.add_parser("lite", help="train a lite encoder and write its model folder",
@@ -245,6 +380,23 @@ def build_parser() -> argparse.ArgumentParser:
     add_option_flags(tl, LiteTrainOptions, "training options (defaults from atelier.config.LiteTrainOptions)")
     tl.add_argument("--quiet", "-q", action="store_true", help="no progress bar or log lines")
     tl.set_defaults(func=cmd_train_lite)
+    from .config import StudentTrainOptions
+
+    ts = tsub.add_parser("student", help="train a feed-forward student on a pairs folder (atelier prepare)",
+                         description="Train a pix2pix-style generator to imitate a teacher's pictures in one pass. "
+                                     "Runs under `torchrun --nproc_per_node N` as it is.")
+    add_option_flags(ts, StudentTrainOptions, "training options (defaults from atelier.config.StudentTrainOptions)")
+    ts.add_argument("--quiet", "-q", action="store_true", help="no progress bar or log lines")
+    ts.set_defaults(func=cmd_train_student)
+
+    from .train.pairs import PrepareOptions
+
+    pp = sub.add_parser("prepare", help="make (photo, stylised) training pairs with a teacher",
+                        description="Stylise every photograph of a folder with a teacher (gatys, lite or magenta) "
+                                    "and write the pairs and a manifest; run it again to continue.")
+    add_option_flags(pp, PrepareOptions, "prepare options (defaults from atelier.train.pairs.PrepareOptions)")
+    pp.add_argument("--quiet", "-q", action="store_true", help="no progress bar or log lines")
+    pp.set_defaults(func=cmd_prepare)
 
     from .bench import BenchOptions
 
