@@ -261,6 +261,7 @@ class StudentTrainOptions(TrainOptions):
     """``atelier train student``: a pix2pix-style generator trained on a pairs folder made by ``atelier prepare``."""
 
     images: tuple = opt((), "not used by students (they read --pairs)", hidden=True)
+    learning_rate: float = opt(2e-4, "Adam learning rate (pix2pix: 2e-4)")
     pairs: Optional[str] = opt(None, "pairs folder written by `atelier prepare`, required", metavar="PAIRS_DIR")
     generator: str = opt("tiny", "generator architecture", choices=("unet", "resnet", "transformer", "tiny"))
     l1_weight: float = opt(100.0, "weight of the L1 distance to the teacher's picture (pix2pix: 100)")

@@ -192,12 +192,14 @@ class StudentTask(Task):
         loss_g.backward()
         optimizers["g"].step()
         parts["loss"] = float(loss_g.detach())
-        self._update_ema(models)
+        self._update_ema(models, step)
         return parts
 
-    def _update_ema(self, models) -> None:
+    def _update_ema(self, models, step: int) -> None:
         g = models["g"].module if hasattr(models["g"], "module") else models["g"]
-        decay = self.options.ema
+        # Warm-up: a fixed 0.999 would keep 37% of the random initial weights after 1000 steps; (1+t)/(10+t) lets
+        # the average follow the generator early on and reaches --ema later (a function of the step, so resumable).
+        decay = min(self.options.ema, (1 + step) / (10 + step))
         with torch.no_grad():
             for e, p in zip(models["ema"].parameters(), g.parameters()):
                 e.mul_(decay).add_(p.detach(), alpha=1 - decay)
