@@ -149,3 +149,16 @@ def test_cli_prepare_then_train_student_then_stylize(tmp_path, capsys):
     assert main(["prepare", "--content", str(content), "--style", str(tmp_path / "style.png"), "--out",
                  str(pairs), "--shard", "3/2", "-q"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_bundled_starter_student_runs_offline_by_name():
+    from atelier import api
+    from atelier.methods.feedforward import BUNDLED_DIR, list_students
+
+    folder = BUNDLED_DIR / "starry-tiny"
+    assert (folder / "model.safetensors").stat().st_size <= 2 * 1024 * 1024
+    assert "starry-tiny" in [s["name"] if isinstance(s, dict) else getattr(s, "name", s) for s in list_students()]
+    r = api.stylize(make_image(40, 56, 3), model="starry-tiny", size=56)
+    assert r.tensor.shape == (1, 3, 40, 56) and r.method == "student:starry-tiny"
+    assert r.metadata["random_weights"] is False
+    assert 0 <= float(r.tensor.min()) and float(r.tensor.max()) <= 1

@@ -1,0 +1,126 @@
+"""Student generators side by side: parameters, weight size, MACs and latency at 512x512, peak memory of a 4096x2160
+image in tiles, and the speed-up over the teacher that made the pairs.
+
+Latency is the median of ``--runs`` forward passes after two warm-ups, under ``torch.inference_mode``, in this
+process; the 4096x2160 rows each run in their own process so their peak memory (VmHWM) is their own. Speed does not
+depend on the weights, so generators without a trained model folder are timed freshly initialised (and say so);
+``--model DIR`` times a trained student instead of its architecture's fresh copy.
+
+    python benchmarks/bench_student.py --runs 10 --model src/atelier/weights/starry-tiny \\
+        --out benchmarks/results/student_cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+DATA = HERE.parent.parent / "shared" / "data"
+
+
+def _hwm_mb() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def latency(net, x: torch.Tensor, runs: int) -> float:
+    with torch.inference_mode():
+        for _ in range(2):
+            net(x)
+        times = []
+        for _ in range(runs):
+            t = time.perf_counter()
+            net(x)
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def tiled_worker(model: str, tile: int) -> dict:
+    """One 4096x2160 image through a student, tiled or not; in its own process for its peak memory."""
+    from atelier.methods.feedforward import StudentModel
+
+    torch.manual_seed(0)
+    m = StudentModel.from_folder(model)
+    image = torch.rand(1, 3, 2160, 4096)
+    before = _hwm_mb()
+    t = time.perf_counter()
+    out = m.run(image, tile=tile)
+    seconds = time.perf_counter() - t
+    return {"tile": tile, "seconds": seconds, "peak_rss_mb": _hwm_mb(), "before_mb": before,
+            "shape": list(out.shape)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", type=int, default=10)
+    p.add_argument("--model", default="", help="a trained student folder (timed, and used for the 4K rows)")
+    p.add_argument("--teacher-seconds", type=float, default=0.0,
+                   help="seconds the teacher took per 512 px picture (measured separately), for the speed-up column")
+    p.add_argument("--out", type=Path, default=HERE / "results" / "student_cpu")
+    p.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        print(json.dumps(tiled_worker(args.worker[0], int(args.worker[1]))))
+        return 0
+    from atelier.methods.feedforward import StudentModel
+    from atelier.nets import GENERATORS, build_generator, count_macs
+
+    x = torch.rand(1, 3, 512, 512)
+    rows = []
+    trained = StudentModel.from_folder(args.model) if args.model else None
+    for name in GENERATORS:
+        torch.manual_seed(0)
+        if trained is not None and trained.config["architecture"]["generator"] == name:
+            net, label = trained.generator, f"{name} (trained: {Path(args.model).name})"
+        else:
+            net, label = build_generator(name).eval(), f"{name} (fresh)"
+        params = sum(p.numel() for p in net.parameters())
+        macs = count_macs(net, x)
+        if hasattr(net, "attention_macs"):
+            macs += net.attention_macs(512, 512)
+        print(f"{label} ...", file=sys.stderr, flush=True)
+        sec = latency(net, x, args.runs)
+        rows.append({"generator": label, "params": params, "fp32_mb": params * 4 / 2 ** 20, "gmacs_512": macs / 1e9,
+                     "latency_ms_512": sec * 1000,
+                     "speedup_vs_teacher": args.teacher_seconds / sec if args.teacher_seconds else None})
+    tiled = []
+    if args.model:
+        for tile in (512, 0):
+            cmd = [sys.executable, __file__, "--worker", args.model, str(tile)]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+            tiled.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/bench_student.py " + " ".join(sys.argv[1:])
+    machine = f"{torch.get_num_threads()} torch threads, torch {torch.__version__}, CPU"
+    (args.out / "results.json").write_text(json.dumps({"command": command, "machine": machine, "rows": rows,
+                                                       "tiled_4096x2160": tiled}, indent=1) + "\n")
+    lines = [f"Command: `{command}`  ", f"Machine: {machine}", "",
+             "| generator | params | fp32 MB | GMAC at 512x512 | median ms at 512x512 | speed-up vs teacher |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        speed = f"{r['speedup_vs_teacher']:.0f}x" if r["speedup_vs_teacher"] else ""
+        lines.append(f"| {r['generator']} | {r['params']:,} | {r['fp32_mb']:.2f} | {r['gmacs_512']:.2f} | "
+                     f"{r['latency_ms_512']:.1f} | {speed} |")
+    if tiled:
+        lines += ["", "| 4096x2160 | seconds | peak RSS MB |", "|---|---|---|"]
+        for t in tiled:
+            lines.append(f"| {'tile ' + str(t['tile']) if t['tile'] else 'one pass'} | {t['seconds']:.2f} | "
+                         f"{t['peak_rss_mb']:.0f} |")
+    (args.out / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
