@@ -149,7 +149,9 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 def pil_to_tensor(img: Image.Image) -> torch.Tensor:
     """PIL image -> ``[1,3,H,W]`` float32 in [0,1] (non-RGB modes converted as in ``open_image``)."""
     arr = np.array(_to_rgb(img), dtype=np.uint8)  # a writable copy: torch.from_numpy needs one
-    return torch.from_numpy(arr).permute(2, 0, 1).to(torch.float32).div_(255.0).unsqueeze(0).contiguous()
+    # Make the channel-first layout while still uint8 (a quarter of the bytes); converting the permuted view to
+    # float first and then calling .contiguous() made a second full-size float copy.
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous().to(torch.float32).div_(255.0).unsqueeze(0)
 
 
 def tensor_to_pil(t: torch.Tensor) -> Image.Image:
