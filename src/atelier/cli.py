@@ -107,8 +107,18 @@ class _Progress:
             self.bar = None
 
 
+def _given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of the options dataclass ``cls`` that were given on the command line (the rest keep defaults)."""
+    return {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+
+
+def _log(args: argparse.Namespace):
+    """Log lines to stderr, or None under --quiet."""
+    return None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+
+
 def _stylize_options(args: argparse.Namespace) -> dict[str, Any]:
-    options = {f.name: getattr(args, f.name) for f in fields(StylizeOptions) if hasattr(args, f.name)}
+    options = _given(args, StylizeOptions)
     if getattr(args, "tile", None) is not None:
         options["tile"] = args.tile
     return options
@@ -271,9 +281,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Measure speed, memory, size and quality of methods side by side (atelier.bench.run)."""
     from .bench import BenchOptions, run
 
-    options = {f.name: getattr(args, f.name) for f in fields(BenchOptions) if hasattr(args, f.name)}
+    options = _given(args, BenchOptions)
     try:
-        records = run(log=None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True)), **options)
+        records = run(log=_log(args), **options)
     except KeyboardInterrupt:
         print("atelier: interrupted; finished records are kept, run the same command again to resume",
               file=sys.stderr)
@@ -283,30 +293,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_train_lite(args: argparse.Namespace) -> int:
-    """Train a lite encoder (atelier.train.lite); runs under torchrun unchanged."""
-    from .config import LiteTrainOptions
-    from .train.lite import train_lite
-
-    options = {f.name: getattr(args, f.name) for f in fields(LiteTrainOptions) if hasattr(args, f.name)}
-    out = train_lite(log=None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True)),
-                     progress=not args.quiet, **options)
+def _train(args: argparse.Namespace, cls: type, train) -> int:
+    out = train(log=_log(args), progress=not args.quiet, **_given(args, cls))
     if out is not None:  # only the first process of a torchrun job writes and reports
         print(f"wrote {out}")
     return 0
 
 
-def cmd_prepare(args: argparse.Namespace) -> int:
-    """Make (content, stylised) pairs with a teacher (atelier.train.pairs); resumable, shardable."""
-    from .train.pairs import PrepareOptions, prepare
+def cmd_train_lite(args: argparse.Namespace) -> int:
+    """Train a lite encoder (atelier.train.lite); runs under torchrun unchanged."""
+    from .config import LiteTrainOptions
+    from .train.lite import train_lite
 
-    options = {f.name: getattr(args, f.name) for f in fields(PrepareOptions) if hasattr(args, f.name)}
-    summary = prepare(log=None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True)),
-                      progress=not args.quiet, **options)
-    skipped = ", ".join(f"{n} {why}" for why, n in summary["skipped"].items()) or "none"
-    print(f"wrote {summary['done']} new pair(s) to {summary['out']} ({summary['already']} already there; "
-          f"skipped: {skipped})")
-    return 0
+    return _train(args, LiteTrainOptions, train_lite)
 
 
 def cmd_train_student(args: argparse.Namespace) -> int:
@@ -314,12 +313,28 @@ def cmd_train_student(args: argparse.Namespace) -> int:
     from .config import StudentTrainOptions
     from .train.student import train_student
 
-    options = {f.name: getattr(args, f.name) for f in fields(StudentTrainOptions) if hasattr(args, f.name)}
-    out = train_student(log=None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True)),
-                        progress=not args.quiet, **options)
-    if out is not None:
-        print(f"wrote {out}")
+    return _train(args, StudentTrainOptions, train_student)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Make (content, stylised) pairs with a teacher (atelier.train.pairs); resumable, shardable."""
+    from .train.pairs import PrepareOptions, prepare
+
+    summary = prepare(log=_log(args), progress=not args.quiet, **_given(args, PrepareOptions))
+    skipped = ", ".join(f"{n} {why}" for why, n in summary["skipped"].items()) or "none"
+    print(f"wrote {summary['done']} new pair(s) to {summary['out']} ({summary['already']} already there; "
+          f"skipped: {skipped})")
     return 0
+
+
+def _options_command(sub, name: str, cls: type, func, help: str, description: str,
+                     quiet: str = "no progress bar or log lines") -> argparse.ArgumentParser:
+    """A subcommand whose flags are generated from the options dataclass ``cls``, plus --quiet."""
+    p = sub.add_parser(name, help=help, description=description)
+    add_option_flags(p, cls, f"{name} options (defaults from {cls.__module__}.{cls.__name__})")
+    p.add_argument("--quiet", "-q", action="store_true", help=quiet)
+    p.set_defaults(func=func)
+    return p
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -369,43 +384,29 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--quiet", "-q", action="store_true", help="no download progress bar")
     f.set_defaults(func=cmd_weights_fetch)
 
-    from .config import LiteTrainOptions
+    from .bench import BenchOptions
+    from .config import LiteTrainOptions, StudentTrainOptions
+    from .train.pairs import PrepareOptions
 
     t = sub.add_parser("train", help="train models (the lite encoder, students)")
     tsub = t.add_subparsers(dest="train_command", metavar="WHAT")
     tsub.required = True
-    tl = tsub.add_parser("lite", help="train a lite encoder and write its model folder",
-                         description="Train a lite encoder on folders of images (distilled from VGG19 or as an "
-                                     "autoencoder). Runs under `torchrun --nproc_per_node N` as it is.")
-    add_option_flags(tl, LiteTrainOptions, "training options (defaults from atelier.config.LiteTrainOptions)")
-    tl.add_argument("--quiet", "-q", action="store_true", help="no progress bar or log lines")
-    tl.set_defaults(func=cmd_train_lite)
-    from .config import StudentTrainOptions
-
-    ts = tsub.add_parser("student", help="train a feed-forward student on a pairs folder (atelier prepare)",
-                         description="Train a pix2pix-style generator to imitate a teacher's pictures in one pass. "
-                                     "Runs under `torchrun --nproc_per_node N` as it is.")
-    add_option_flags(ts, StudentTrainOptions, "training options (defaults from atelier.config.StudentTrainOptions)")
-    ts.add_argument("--quiet", "-q", action="store_true", help="no progress bar or log lines")
-    ts.set_defaults(func=cmd_train_student)
-
-    from .train.pairs import PrepareOptions
-
-    pp = sub.add_parser("prepare", help="make (photo, stylised) training pairs with a teacher",
-                        description="Stylise every photograph of a folder with a teacher (gatys, lite or magenta) "
-                                    "and write the pairs and a manifest; run it again to continue.")
-    add_option_flags(pp, PrepareOptions, "prepare options (defaults from atelier.train.pairs.PrepareOptions)")
-    pp.add_argument("--quiet", "-q", action="store_true", help="no progress bar or log lines")
-    pp.set_defaults(func=cmd_prepare)
-
-    from .bench import BenchOptions
-
-    b = sub.add_parser("bench", help="measure speed, memory, size and quality of methods side by side",
-                       description="Benchmark methods against the textbook Gatys baseline on the same pairs; "
-                                   "writes results.json, results.md, contact sheets and a convergence plot.")
-    add_option_flags(b, BenchOptions, "bench options (defaults from atelier.bench.BenchOptions)")
-    b.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
-    b.set_defaults(func=cmd_bench)
+    _options_command(tsub, "lite", LiteTrainOptions, cmd_train_lite,
+                     "train a lite encoder and write its model folder",
+                     "Train a lite encoder on folders of images (distilled from VGG19 or as an autoencoder). Runs "
+                     "under `torchrun --nproc_per_node N` as it is.")
+    _options_command(tsub, "student", StudentTrainOptions, cmd_train_student,
+                     "train a feed-forward student on a pairs folder (atelier prepare)",
+                     "Train a pix2pix-style generator to imitate a teacher's pictures in one pass. Runs under "
+                     "`torchrun --nproc_per_node N` as it is.")
+    _options_command(sub, "prepare", PrepareOptions, cmd_prepare,
+                     "make (photo, stylised) training pairs with a teacher",
+                     "Stylise every photograph of a folder with a teacher (gatys, lite or magenta) and write the "
+                     "pairs and a manifest; run it again to continue.")
+    _options_command(sub, "bench", BenchOptions, cmd_bench,
+                     "measure speed, memory, size and quality of methods side by side",
+                     "Benchmark methods against the textbook Gatys baseline on the same pairs; writes results.json, "
+                     "results.md, contact sheets and a convergence plot.", quiet="no progress lines")
     return p
 
 
