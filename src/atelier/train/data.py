@@ -83,18 +83,27 @@ class ImageBank:
 
     def batch(self, step: int, batch: int, seed: int, rank: int = 0, world: int = 1) -> torch.Tensor:
         """This process's slice of step ``step``'s global batch: float32 [batch/world, 3, size, size] in [0,1]."""
-        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
-        index = torch.randint(len(self.images), (batch,), generator=g).tolist()
-        crops = []
-        for k, i in enumerate(index):
-            img = self.images[i]
-            _, h, w = img.shape
-            top = int(torch.randint(h - self.size + 1, (1,), generator=g))
-            left = int(torch.randint(w - self.size + 1, (1,), generator=g))
-            flip = bool(torch.rand(1, generator=g) < 0.5)  # drawn for every sample, so slices stay aligned
-            if k % world != rank:
-                continue
-            crop = img[:, top:top + self.size, left:left + self.size]
-            crops.append(crop.flip(-1) if flip else crop)
-        return torch.stack(crops).float().div_(255)
+        return crop_batch(self.images, self.size, step, batch, seed, rank, world)[0]
 
+
+def crop_batch(items: Sequence, size: int, step: int, batch: int, seed: int, rank: int = 0,
+               world: int = 1) -> tuple[torch.Tensor, ...]:
+    """Random crops of step ``step``'s global batch, this process's slice, as float32 [b,3,size,size] in [0,1].
+
+    ``items`` are uint8 [3,H,W] images, or tuples of same-sized ones (a photo and its stylised picture): every image
+    of a tuple gets the same crop and flip, and one batch per tuple position is returned.
+    """
+    g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
+    index = torch.randint(len(items), (batch,), generator=g).tolist()
+    out: list[list[torch.Tensor]] = []
+    for k, i in enumerate(index):
+        group = items[i] if isinstance(items[i], tuple) else (items[i],)
+        _, h, w = group[0].shape
+        top = int(torch.randint(h - size + 1, (1,), generator=g))
+        left = int(torch.randint(w - size + 1, (1,), generator=g))
+        flip = bool(torch.rand(1, generator=g) < 0.5)  # drawn for every sample, so slices stay aligned
+        if k % world != rank:
+            continue
+        crops = [img[:, top:top + size, left:left + size] for img in group]
+        out.append([c.flip(-1) if flip else c for c in crops])
+    return tuple(torch.stack(list(column)).float().div_(255) for column in zip(*out))

@@ -32,6 +32,7 @@ from ..errors import AtelierError
 from ..images import load_image
 from ..losses import content_loss, gram, style_loss
 from ..nets import build_discriminator, build_generator, discriminator_arch, generator_arch
+from .data import crop_batch
 from .trainer import Task
 
 KIND = "student"
@@ -79,22 +80,7 @@ class PairBank:
 
     def batch(self, step: int, batch: int, seed: int, rank: int = 0, world: int = 1):
         """This process's slice of step ``step``'s global batch: (photos, pictures), float32 [b,3,size,size]."""
-        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
-        index = torch.randint(len(self.pairs), (batch,), generator=g).tolist()
-        cs, ts = [], []
-        for k, i in enumerate(index):
-            c, t = self.pairs[i]
-            _, h, w = c.shape
-            top = int(torch.randint(h - self.size + 1, (1,), generator=g))
-            left = int(torch.randint(w - self.size + 1, (1,), generator=g))
-            flip = bool(torch.rand(1, generator=g) < 0.5)
-            if k % world != rank:
-                continue
-            crop = (slice(None), slice(top, top + self.size), slice(left, left + self.size))
-            c, t = c[crop], t[crop]
-            cs.append(c.flip(-1) if flip else c)
-            ts.append(t.flip(-1) if flip else t)
-        return torch.stack(cs).float().div_(255), torch.stack(ts).float().div_(255)
+        return crop_batch(self.pairs, self.size, step, batch, seed, rank, world)
 
     def held_out(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         return [tuple(x.float().div(255).unsqueeze(0) for x in self._load(r, resize=False)) for r in self.held]
