@@ -26,7 +26,7 @@ from ..config import LiteTrainOptions
 from ..errors import AtelierError
 from ..features.lite import KIND, LiteEncoder, build_lite, encoder_state
 from ..losses import content_loss, gram, style_loss
-from .trainer import Task
+from .trainer import Task, model_card
 
 LEVELS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv4_2", "conv5_1")
 
@@ -165,25 +165,13 @@ class LiteTask(Task):
 
     def card(self, facts: dict[str, Any]) -> str:
         data = facts["data"]
-        losses = ", ".join(f"{k} {v:.4g}" for k, v in facts["final_losses"].items()) or "none (no steps)"
         teacher = f" from the teacher `{facts['teacher']}`" if facts.get("teacher") else ""
-        return "\n".join([
-            f"# Lite encoder `{facts['name']}`",
-            "",
+        return model_card(
+            facts, f"Lite encoder `{facts['name']}`",
             f"A {facts['parameters']:,}-parameter feature net for atelier's optimisation engine (`--method lite "
             f"--lite-model THIS_FOLDER`), trained with the `{facts['objective']}` objective{teacher}.",
-            "",
-            "| fact | value |",
-            "|---|---|",
-            f"| data | {data['images']} images from {', '.join(data['folders'])} "
-            f"(skipped: {data['skipped'] or 'none'}) |",
-            f"| steps | {facts['steps']} x batch {facts['batch']} random {facts['crop']} px crops, Adam lr "
-            f"{facts['learning_rate']}, seed {facts['seed']} |",
-            f"| compute | {facts['processes']} process(es) on {facts['device']}, {facts['seconds']} s wall |",
-            f"| final losses (mean of the last 50 steps) | {losses} |",
-            "",
-        ])
-
+            [("data", f"{data['images']} images from {', '.join(data['folders'])} "
+                      f"(skipped: {data['skipped'] or 'none'})")])
 
 def train_lite(log=None, progress: bool = True, **options: Any):
     """Train a lite encoder (options: the fields of ``LiteTrainOptions``); returns the model folder."""

@@ -33,7 +33,7 @@ from ..images import load_image
 from ..losses import content_loss, gram, style_loss
 from ..nets import build_discriminator, build_generator, discriminator_arch, generator_arch
 from .data import crop_batch
-from .trainer import Task
+from .trainer import Task, model_card
 
 KIND = "student"
 PERCEPTUAL_STYLE = ("conv1_1", "conv2_1", "conv3_1", "conv4_1")
@@ -242,29 +242,17 @@ class StudentTask(Task):
 
     def card(self, facts: dict[str, Any]) -> str:
         data, fid = facts["data"], facts.get("fidelity_held_out") or {}
-        losses = ", ".join(f"{k} {v:.4g}" for k, v in facts["final_losses"].items()) or "none (no steps)"
         fidelity = (f"PSNR {fid['psnr_db']} dB" + (f", SSIM {fid['ssim']}" if "ssim" in fid else "") +
                     f" on {fid['pairs']} held-out pairs") if fid else "no held-out pairs"
-        return "\n".join([
-            f"# Student `{facts['name']}`",
-            "",
+        return model_card(
+            facts, f"Student `{facts['name']}`",
             f"A `{facts['generator']}` generator ({facts['parameters']:,} parameters) that stylises in one forward pass "
             f"(`atelier stylize PHOTO --model THIS_FOLDER -o OUT`), trained pix2pix-style to imitate the teacher "
             f"`{', '.join(data['teacher'])}` (style: {', '.join(data['styles'])}).",
-            "",
-            "| fact | value |",
-            "|---|---|",
-            f"| data | {data['train_pairs']} pairs from {data['pairs']} ({data['held_out']} more held out) |",
-            f"| losses | L1 x {facts['l1_weight']}, adversarial {facts['gan_loss']}, perceptual x "
-            f"{facts['perceptual_weight']}; EMA {facts['ema']} |",
-            f"| steps | {facts['steps']} x batch {facts['batch']} random {facts['crop']} px crops, Adam lr "
-            f"{facts['learning_rate']}, seed {facts['seed']} |",
-            f"| compute | {facts['processes']} process(es) on {facts['device']}, {facts['seconds']} s wall |",
-            f"| final losses (mean of the last 50 steps) | {losses} |",
-            f"| fidelity to the teacher | {fidelity} |",
-            "",
-        ])
-
+            [("data", f"{data['train_pairs']} pairs from {data['pairs']} ({data['held_out']} more held out)"),
+             ("losses", f"L1 x {facts['l1_weight']}, adversarial {facts['gan_loss']}, perceptual x "
+                        f"{facts['perceptual_weight']}; EMA {facts['ema']}")],
+            after=(("fidelity to the teacher", fidelity),))
 
 def train_student(log=None, progress: bool = True, **options: Any):
     """Train a student (options: the fields of ``StudentTrainOptions``); returns the model folder."""

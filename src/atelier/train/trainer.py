@@ -104,6 +104,19 @@ class Task:
         raise NotImplementedError
 
 
+def model_card(facts: dict[str, Any], title: str, summary: str, rows: list[tuple[str, str]],
+               after: tuple[tuple[str, str], ...] = ()) -> str:
+    """A model card: title, summary, then a facts table of ``rows``, the rows every trained model has (steps,
+    compute, final losses, from the trainer's ``facts``) and ``after``."""
+    losses = ", ".join(f"{k} {v:.4g}" for k, v in facts["final_losses"].items()) or "none (no steps)"
+    common = [("steps", f"{facts['steps']} x batch {facts['batch']} random {facts['crop']} px crops, Adam lr "
+                        f"{facts['learning_rate']}, seed {facts['seed']}"),
+              ("compute", f"{facts['processes']} process(es) on {facts['device']}, {facts['seconds']} s wall"),
+              ("final losses (mean of the last 50 steps)", losses)]
+    table = [f"| {k} | {v} |" for k, v in [*rows, *common, *after]]
+    return "\n".join([f"# {title}", "", summary, "", "| fact | value |", "|---|---|", *table, ""])
+
+
 def setup(device_name: str) -> Context:
     """Join the torchrun process group when there is one; pick this process's device."""
     from ..api import resolve_device
