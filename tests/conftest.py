@@ -55,3 +55,24 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(root / "torch"))
     monkeypatch.delenv("ATELIER_VGG_WEIGHTS", raising=False)
     return root
+
+
+def resume_after_kill(monkeypatch, task_cls, run, killed_out):
+    """Kill a 5-step training run at step 3 (a KeyboardInterrupt inside ``task_cls.train_step``), check it left no
+    model folder at ``killed_out``, then run it again with ``resume=True``; returns the resumed model folder.
+    ``run(name=..., steps=..., resume=...)`` starts the training."""
+    from atelier.errors import AtelierError
+
+    real_step = task_cls.train_step
+
+    def dies_at_step_3(self, models, optimizers, batch, step):
+        if step == 3:
+            raise KeyboardInterrupt
+        return real_step(self, models, optimizers, batch, step)
+
+    monkeypatch.setattr(task_cls, "train_step", dies_at_step_3)
+    with pytest.raises(AtelierError, match="--resume"):
+        run(name="killed", steps=5)
+    assert not killed_out.exists()  # no model folder from a killed run
+    monkeypatch.setattr(task_cls, "train_step", real_step)
+    return run(name="killed", steps=5, resume=True)

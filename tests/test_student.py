@@ -16,7 +16,7 @@ from atelier.images import save_image
 from atelier.nets import build_generator
 from atelier.train import student as student_train
 from atelier.train.pairs import prepare
-from conftest import make_image
+from conftest import make_image, resume_after_kill
 
 TINY = dict(size=32, batch=2, holdout=1, log_every=1, checkpoint_every=2, generator="tiny")
 
@@ -78,18 +78,8 @@ def test_perceptual_loss_runs_under_lite_features(tmp_path, pairs_dir, monkeypat
 
 def test_resume_after_a_kill_continues_exactly(tmp_path, pairs_dir, monkeypatch):
     straight = run(tmp_path, pairs_dir, name="straight", steps=5)
-    real_step = student_train.StudentTask.train_step
-
-    def dies_at_step_3(self, models, optimizers, batch, step):
-        if step == 3:
-            raise KeyboardInterrupt
-        return real_step(self, models, optimizers, batch, step)
-
-    monkeypatch.setattr(student_train.StudentTask, "train_step", dies_at_step_3)
-    with pytest.raises(AtelierError, match="--resume"):
-        run(tmp_path, pairs_dir, name="killed", steps=5)
-    monkeypatch.setattr(student_train.StudentTask, "train_step", real_step)
-    resumed = run(tmp_path, pairs_dir, name="killed", steps=5, resume=True)
+    resumed = resume_after_kill(monkeypatch, student_train.StudentTask,
+                                lambda **kw: run(tmp_path, pairs_dir, **kw), tmp_path / "killed")
     a, b = load_model_weights(straight), load_model_weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 

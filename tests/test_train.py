@@ -16,7 +16,7 @@ from atelier.features.lite import load_lite
 from atelier.images import save_image
 from atelier.train import lite as lite_train
 from atelier.train.data import ImageBank
-from conftest import make_image
+from conftest import make_image, resume_after_kill
 
 TINY = dict(size=32, batch=2, widths=(4, 4, 8, 8, 8), teacher_weights="random", log_every=1, checkpoint_every=2)
 
@@ -71,19 +71,8 @@ def test_steps_zero_writes_the_seeded_initial_encoder(tmp_path, images):
 
 def test_resume_after_a_kill_continues_exactly(tmp_path, images, monkeypatch):
     straight = run(tmp_path, images, name="straight", steps=5)
-    real_step = lite_train.LiteTask.train_step
-
-    def dies_at_step_3(self, models, optimizers, batch, step):
-        if step == 3:
-            raise KeyboardInterrupt
-        return real_step(self, models, optimizers, batch, step)
-
-    monkeypatch.setattr(lite_train.LiteTask, "train_step", dies_at_step_3)
-    with pytest.raises(AtelierError, match="--resume"):
-        run(tmp_path, images, name="killed", steps=5)
-    assert not (tmp_path / "killed").exists()  # no model folder from a killed run
-    monkeypatch.setattr(lite_train.LiteTask, "train_step", real_step)
-    resumed = run(tmp_path, images, name="killed", steps=5, resume=True)
+    resumed = resume_after_kill(monkeypatch, lite_train.LiteTask, lambda **kw: run(tmp_path, images, **kw),
+                                tmp_path / "killed")
     a, b = load_model_weights(straight), load_model_weights(resumed)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     steps = [json.loads(x)["step"] for x in (tmp_path / "killed.run" / "metrics.jsonl").read_text().splitlines()]
