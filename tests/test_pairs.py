@@ -12,6 +12,7 @@ import torch
 from atelier import teachers
 from atelier.errors import AtelierError
 from atelier.images import load_image, read_metadata, save_image, sha256_file
+from atelier import registry
 from atelier.teachers import TEACHERS, make_teacher
 from atelier.train import pairs
 from atelier.train.pairs import PrepareOptions, pair_id, parse_shard, parse_teacher_options, prepare, read_manifest
@@ -249,7 +250,10 @@ def test_prepare_options_defaults_and_refusals():
 
 
 def test_teachers_by_name():
-    assert TEACHERS == ("gatys", "lite", "magenta")
+    assert TEACHERS == ("gatys", "lite", "magenta") == tuple(registry.names("teacher"))
+    for name in ("gatys", "lite"):  # every registered optimisation teacher builds the engine it is named after
+        teacher = make_teacher(name, {**FAST, "vgg_weights": "random"} if name == "gatys" else FAST)
+        assert teacher.name == name and teacher.options["iterations"] == FAST["iterations"]
     with pytest.raises(AtelierError, match="unknown teacher 'picasso'; choose from: gatys, lite, magenta"):
         make_teacher("picasso")
     with pytest.raises(AtelierError, match="lite teacher: unknown option.*bogus.*valid options"):

@@ -1,4 +1,4 @@
-"""One registry for everything chosen by name: methods, feature nets, generators (later: teachers).
+"""One registry for everything chosen by name: methods, feature nets, generators, teachers.
 
 ``register(kind, name)`` decorates a factory; built-ins are registered lazily by dotted path so importing the
 registry stays cheap and the low-level packages (features, nets) never import it. ``create(kind, name, **kw)``
@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from .errors import AtelierError
 
-KINDS = ("method", "feature_net", "generator")
+KINDS = ("method", "feature_net", "generator", "teacher")
 
 
 @dataclass
@@ -82,3 +82,10 @@ register("generator", "transformer", "atelier.nets.transformer:TransformerGenera
          description="small vision-transformer generator (self-attention at 1/patch resolution)")
 register("generator", "tiny", "atelier.nets.tiny:TinyGenerator",
          description="depthwise-separable net for low-end CPUs (well under 2 MB)")
+# Teachers: factories ``(options: dict, device: str, seed: int) -> teachers.Teacher``.
+register("teacher", "gatys", "atelier.teachers:gatys_teacher",
+         description="the gatys engine (VGG19) with fixed options")
+register("teacher", "lite", "atelier.teachers:lite_teacher",
+         description="the lite engine (bundled tiny encoder) with fixed options")
+register("teacher", "magenta", "atelier.teachers:magenta_teacher",
+         description="Magenta's arbitrary-image-stylization-v1-256 (TF Hub handle or SavedModel; atelier[magenta])")

@@ -13,8 +13,9 @@ Contract for a teacher (a subclass of ``Teacher``):
 Building a teacher loads its weights (seconds), so missing weights or a missing TensorFlow fail before a long
 ``atelier prepare`` starts. Every problem a user can cause raises a one-line ``AtelierError``.
 
-``make_teacher(name, options, device)`` is the factory. Teachers are kept here rather than in ``registry.py``
-for now; ``TEACHERS`` lists them and the pairs options take their choices from it.
+``make_teacher(name, options, device)`` is the factory: it looks ``name`` up in the registry (kind ``teacher``), whose
+entries point at ``gatys_teacher``, ``lite_teacher`` and ``magenta_teacher`` below; ``TEACHERS`` lists the registered
+names and the pairs options take their choices from it.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ from typing import Any, Optional
 
 import torch
 
+from . import registry
 from .errors import AtelierError
 from .images import resize_to, sha256_file
 
-TEACHERS = ("gatys", "lite", "magenta")
+TEACHERS = tuple(registry.names("teacher"))
 MAGENTA_HANDLE = "https://tfhub.dev/google/magenta/arbitrary-image-stylization-v1-256/2"
 MAGENTA_STYLE_SIZE = 256  # the model was trained with 256x256 style images; Magenta recommends that size
 MAGENTA_MISSING = "the magenta teacher needs TensorFlow: pip install 'atelier[magenta]'"
@@ -100,8 +102,6 @@ class OptimizeTeacher(Teacher):
         self.name = name
         self._device = resolve_device(device)
         # Loads the feature net now (cached, so stylize reuses it): missing weights fail before any work.
-        from . import registry
-
         net = registry.create("method", name).load_net(self._opts, self._device)
         self._weights, self.random_weights = net.identity, bool(net.is_random)
 
@@ -206,11 +206,19 @@ def make_teacher(name: str, options: Optional[dict[str, Any]] = None, device: st
             raise AtelierError(f"teacher option names must be strings, got {key!r}")
         if isinstance(value, float) and not math.isfinite(value):
             raise AtelierError(f"teacher option {key} must be finite, got {value!r}")
-    if name in ("gatys", "lite"):
-        return OptimizeTeacher(name, options, device=device, seed=seed)
-    if name == "magenta":
-        return MagentaTeacher(options)
-    raise AtelierError(f"unknown teacher {name!r}; choose from: {', '.join(TEACHERS)}")
+    return registry.create("teacher", name, options=options, device=device, seed=seed)
+
+
+def gatys_teacher(options: dict[str, Any], device: str = "auto", seed: int = 0) -> Teacher:
+    return OptimizeTeacher("gatys", options, device=device, seed=seed)
+
+
+def lite_teacher(options: dict[str, Any], device: str = "auto", seed: int = 0) -> Teacher:
+    return OptimizeTeacher("lite", options, device=device, seed=seed)
+
+
+def magenta_teacher(options: dict[str, Any], device: str = "auto", seed: int = 0) -> Teacher:
+    return MagentaTeacher(options)  # runs where TensorFlow puts it; the seed does not apply (deterministic)
 
 
 __all__ = ["TEACHERS", "Teacher", "OptimizeTeacher", "MagentaTeacher", "make_teacher", "load_magenta",
