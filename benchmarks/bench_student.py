@@ -4,7 +4,10 @@ image in tiles, and the speed-up over the teacher that made the pairs.
 Latency is the median of ``--runs`` forward passes after two warm-ups, under ``torch.inference_mode``, in this
 process; the 4096x2160 rows each run in their own process so their peak memory (VmHWM) is their own. Speed does not
 depend on the weights, so generators without a trained model folder are timed freshly initialised (and say so);
-``--model DIR`` times a trained student instead of its architecture's fresh copy.
+``--model DIR`` (repeatable) times a trained student instead of its architecture's fresh copy, and adds the fidelity
+its trainer measured on the held-out pairs (PSNR/SSIM against the teacher, from its config.json): students trained
+on the same pairs folder share the same held-out pairs, so their fidelity columns compare. A generator may appear
+several times (several trained folders); the 4K rows use the first tiny model given.
 
     python benchmarks/bench_student.py --runs 10 --model src/atelier/weights/starry-tiny \\
         --out benchmarks/results/student_cpu
@@ -64,7 +67,8 @@ def tiled_worker(model: str, tile: int) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=10)
-    p.add_argument("--model", default="", help="a trained student folder (timed, and used for the 4K rows)")
+    p.add_argument("--model", action="append", default=[],
+                   help="a trained student folder (repeatable; timed, fidelity read from its card)")
     p.add_argument("--teacher-seconds", type=float, default=0.0,
                    help="seconds the teacher took per 512 px picture (measured separately), for the speed-up column")
     p.add_argument("--out", type=Path, default=HERE / "results" / "student_cpu")
@@ -78,13 +82,17 @@ def main() -> int:
 
     x = torch.rand(1, 3, 512, 512)
     rows = []
-    trained = StudentModel.from_folder(args.model) if args.model else None
+    trained = [StudentModel.from_folder(m) for m in args.model]
+    todo = []  # (label, net, fidelity or None): each trained model, and a fresh copy of each generator without one
     for name in GENERATORS:
-        torch.manual_seed(0)
-        if trained is not None and trained.config["architecture"]["generator"] == name:
-            net, label = trained.generator, f"{name} (trained: {Path(args.model).name})"
-        else:
-            net, label = build_generator(name).eval(), f"{name} (fresh)"
+        mine = [m for m in trained if m.config["architecture"]["generator"] == name]
+        for m in mine:
+            fid = m.config.get("training", {}).get("fidelity_held_out")
+            todo.append((f"{name} (trained: {m.folder.name})", m.generator, fid))
+        if not mine:
+            torch.manual_seed(0)
+            todo.append((f"{name} (fresh)", build_generator(name).eval(), None))
+    for label, net, fid in todo:
         params = sum(p.numel() for p in net.parameters())
         macs = count_macs(net, x)
         if hasattr(net, "attention_macs"):
@@ -93,11 +101,14 @@ def main() -> int:
         sec = latency(net, x, args.runs)
         rows.append({"generator": label, "params": params, "fp32_mb": params * 4 / 2 ** 20, "gmacs_512": macs / 1e9,
                      "latency_ms_512": sec * 1000,
-                     "speedup_vs_teacher": args.teacher_seconds / sec if args.teacher_seconds else None})
+                     "speedup_vs_teacher": args.teacher_seconds / sec if args.teacher_seconds else None,
+                     "psnr_db": fid.get("psnr_db") if fid else None, "ssim": fid.get("ssim") if fid else None,
+                     "held_out": fid.get("pairs") if fid else None})
     tiled = []
-    if args.model:
+    tiny = [str(m.folder) for m in trained if m.config["architecture"]["generator"] == "tiny"]
+    if tiny:
         for tile in (512, 0):
-            cmd = [sys.executable, __file__, "--worker", args.model, str(tile)]
+            cmd = [sys.executable, __file__, "--worker", tiny[0], str(tile)]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True)
             tiled.append(json.loads(out.stdout.strip().splitlines()[-1]))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -106,12 +117,15 @@ def main() -> int:
     (args.out / "results.json").write_text(json.dumps({"command": command, "machine": machine, "rows": rows,
                                                        "tiled_4096x2160": tiled}, indent=1) + "\n")
     lines = [f"Command: `{command}`  ", f"Machine: {machine}", "",
-             "| generator | params | fp32 MB | GMAC at 512x512 | median ms at 512x512 | speed-up vs teacher |",
-             "|---|---|---|---|---|---|"]
+             "| generator | params | fp32 MB | GMAC at 512x512 | median ms at 512x512 | speed-up vs teacher "
+             "| held-out PSNR dB | held-out SSIM |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         speed = f"{r['speedup_vs_teacher']:.0f}x" if r["speedup_vs_teacher"] else ""
+        psnr = f"{r['psnr_db']:.2f}" if r["psnr_db"] is not None else ""
+        ssim = f"{r['ssim']:.3f}" if r["ssim"] is not None else ""
         lines.append(f"| {r['generator']} | {r['params']:,} | {r['fp32_mb']:.2f} | {r['gmacs_512']:.2f} | "
-                     f"{r['latency_ms_512']:.1f} | {speed} |")
+                     f"{r['latency_ms_512']:.1f} | {speed} | {psnr} | {ssim} |")
     if tiled:
         lines += ["", "| 4096x2160 | seconds | peak RSS MB |", "|---|---|---|"]
         for t in tiled:
