@@ -16,7 +16,8 @@ Tiling (``StudentModel.run(image, tile=T)``): the image is cut into tiles of at 
 ``overlap`` pixels, each tile runs on its own, and the tiles are blended with a raised-cosine ramp across each
 overlap band, so no seam shows. The blend is an incremental weighted mean written into one output buffer
 (``out += a * (tile - out)`` with ``a`` the tile's share of the weight so far), so only the output image and
-tile-sized temporaries are ever allocated, and a purely pointwise net gives exactly the one-pass result.
+tile-sized temporaries are ever allocated, and a purely pointwise net gives exactly the one-pass result. The plan
+(starts, ramps, shares) lives in ``atelier.tiling`` (numpy only), which the torch-free ONNX runtime uses too.
 Tiles are not free for nets with instance norms (every generator here): each tile normalises with its own
 statistics, so a tiled result differs from the one-pass one by a few grey levels, more with small tiles.
 """
@@ -24,7 +25,6 @@ statistics, so a tiled result differs from the one-pass one by a few grey levels
 from __future__ import annotations
 
 import copy
-import math
 import os
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -35,10 +35,11 @@ from ..checkpoint import WEIGHTS_NAME, load_into, load_model_weights, read_model
 from ..errors import AtelierError
 from ..images import sha256_file
 from ..nets import GENERATORS, build_generator
+from ..tiling import DEFAULT_OVERLAP, check_tiling, iter_tiles
+from ..tiling import tile_starts as _starts  # noqa: F401  (the old private name, kept for callers)
 
 KIND = "student"
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"  # atelier/weights: shipped model folders
-DEFAULT_OVERLAP = 32
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -112,52 +113,6 @@ def resolve_model(name_or_path: PathLike) -> Path:
     names = ", ".join(bundled) or "none are installed"
     raise AtelierError(f"unknown model {text!r}: no such folder, and no bundled student has that name "
                        f"(bundled: {names}); give a student model folder path")
-
-
-# ------------------------------------------------------------------------------------------------ tiling
-
-
-def _starts(n: int, tile: int, overlap: int) -> list[int]:
-    """Tile starts along an axis of ``n`` pixels: first at 0, last ending at ``n``, evenly spread, overlaps
-    ``>= overlap``."""
-    if n <= tile:
-        return [0]
-    count = -(-(n - tile) // (tile - overlap)) + 1
-    span = n - tile
-    return [(i * span + (count - 1) // 2) // (count - 1) for i in range(count)]
-
-
-def _ramp(length: int) -> torch.Tensor:
-    """Raised cosine rising over ``length`` pixels, sampled at pixel centres: strictly inside (0, 1), and
-    ``ramp + ramp.flip(0) == 1`` (two tiles crossing over an overlap band share each pixel's weight)."""
-    t = (torch.arange(length, dtype=torch.float64) + 0.5) / length
-    return 0.5 - 0.5 * torch.cos(math.pi * t)
-
-
-def _axis_weights(n: int, starts: list[int], tile: int) -> list[torch.Tensor]:
-    """One 1-D weight per tile along an axis: 1 inside, ramping down across each band shared with a neighbour."""
-    size = min(tile, n)
-    out = []
-    for i, s in enumerate(starts):
-        w = torch.ones(size, dtype=torch.float64)
-        if i > 0:
-            band = starts[i - 1] + size - s
-            w[:band] *= _ramp(band)
-        if i + 1 < len(starts):
-            band = s + size - starts[i + 1]
-            w[size - band:] *= _ramp(band).flip(0)
-        out.append(w)
-    return out
-
-
-def _cumulative(n: int, starts: list[int], weights: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
-    """For each tile, the summed weight of the tiles before it over its own span; and the total over the axis."""
-    total = torch.zeros(n, dtype=torch.float64)
-    before = []
-    for s, w in zip(starts, weights):
-        before.append(total[s:s + w.numel()].clone())
-        total[s:s + w.numel()] += w
-    return before, total
 
 
 # ------------------------------------------------------------------------------------------------- model
@@ -244,15 +199,7 @@ class StudentModel:
         if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[1] != 3:
             shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
             raise AtelierError(f"a student takes an image tensor [N,3,H,W], got {shape}")
-        for label, value in (("--tile", tile), ("the tile overlap", overlap)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise AtelierError(f"{label} must be a whole number of pixels >= 0, got {value!r}")
-        if tile and tile <= overlap:
-            raise AtelierError(f"--tile {tile} must be larger than the tile overlap ({overlap} px); use a larger "
-                               "tile, or 0 for one pass")
-        if tile and tile < self.min_tile:
-            raise AtelierError(f"--tile {tile} is smaller than this {self.generator.name} generator's minimum "
-                               f"input ({self.min_tile} px); use a larger tile, or 0 for one pass")
+        check_tiling(tile, overlap, self.min_tile, f"{self.generator.name} generator")
         dev = torch.device(device) if device is not None else torch.device("cpu")
         net = self._net(dev)
         h, w = int(image.shape[-2]), int(image.shape[-1])
@@ -265,21 +212,10 @@ class StudentModel:
     def _tiled(net: torch.nn.Module, image: torch.Tensor, tile: int, overlap: int,
                dev: torch.device) -> torch.Tensor:
         h, w = int(image.shape[-2]), int(image.shape[-1])
-        ys, xs = _starts(h, tile, overlap), _starts(w, tile, overlap)
-        wy, wx = _axis_weights(h, ys, tile), _axis_weights(w, xs, tile)
-        # Tile (i, j) weighs wy[i] (x) wx[j]. In raster order the weight already placed at a pixel of tile (i, j)
-        # is (rows before i, every column) + (row i, columns before j): separable, so it needs only 1-D arrays.
-        before_y, _ = _cumulative(h, ys, wy)
-        before_x, total_x = _cumulative(w, xs, wx)
-        th, tw = min(tile, h), min(tile, w)
         out = torch.zeros(image.shape[0], 3, h, w, dtype=torch.float32, device=image.device)
-        for i, y in enumerate(ys):
-            for j, x in enumerate(xs):
-                piece = net(image[..., y:y + th, x:x + tw].to(dev, torch.float32)).to(image.device)
-                mine = wy[i][:, None] * wx[j][None, :]
-                placed = before_y[i][:, None] * total_x[x:x + tw][None, :] + wy[i][:, None] * before_x[j][None, :]
-                share = (mine / (placed + mine)).to(torch.float32)  # 1 where no earlier tile reached
-                region = out[..., y:y + th, x:x + tw]
-                # Incremental weighted mean: where every tile agrees (a pointwise net), tile - region is exactly 0.
-                region.add_(share * (piece - region))
+        for t in iter_tiles(h, w, tile, overlap):
+            piece = net(image[..., t.y:t.y + t.h, t.x:t.x + t.w].to(dev, torch.float32)).to(image.device)
+            region = out[..., t.y:t.y + t.h, t.x:t.x + t.w]
+            # Incremental weighted mean: where every tile agrees (a pointwise net), piece - region is exactly 0.
+            region.add_(torch.from_numpy(t.share).to(image.device) * (piece - region))
         return out

@@ -1,0 +1,342 @@
+"""Run a model written by ``atelier export`` with onnxruntime, Pillow and numpy only: no torch needed.
+
+Contract of an atelier ONNX file (written by ``atelier.export.export_onnx``, read here):
+
+- one input ``image`` and one output ``stylized``, both float32 ``[N,3,H,W]`` RGB in [0,1], with symbolic
+  ``batch``, ``height`` and ``width``; any ``H, W >= 1`` is accepted here (see "small images" below).
+- ``metadata_props`` keys prefixed ``atelier.``: ``export_format`` (an int; this module reads up to
+  ``EXPORT_FORMAT``), ``name``, ``kind`` ("student"), ``generator``, ``architecture`` (JSON), ``style``,
+  ``pad_multiple``, ``min_size``, ``min_input``, ``version`` (atelier's), ``source`` (the weights' identity, e.g.
+  ``student:starry-tiny(sha256:...)``), ``opset``, ``quantize``, ``parity_max_abs_diff`` and ``psnr_db`` (what the
+  export measured). ``OnnxStylizer.info`` holds them without the prefix, numbers as numbers.
+
+Small images: the exported graph covers ``H, W >= min_input`` (the trace froze the generator's pad branches for that
+range). A smaller input is padded here exactly as the generator pads it in torch (``nets.blocks.pad_to``: to
+``pad_multiple`` and at least ``min_size``, reflection where possible, else edge replication), run, and cropped
+back, so any size gives the torch result.
+
+Tiling (``tile=T``) uses ``atelier.tiling``, the same plan the torch path uses: tiles of at most T x T overlapping
+by at least ``overlap`` pixels, blended by raised-cosine weights, so the result matches ``StudentModel.run`` with the
+same tile and overlap up to the two runtimes' float differences.
+
+Resizing (``size=``) is Pillow's bicubic on float32 planes (antialiased when shrinking), which is the filter torch's
+``interpolate(mode="bicubic", antialias=True)`` in ``atelier.images`` reproduces, so results match the torch path's
+``size=`` to within float rounding. Errors a user can cause raise ``AtelierError`` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import AtelierError
+from .tiling import DEFAULT_OVERLAP, check_tiling, iter_tiles
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "stylized"
+METADATA_PREFIX = "atelier."
+EXPORT_FORMAT = 1
+DEFAULT_MAX_PIXELS = 50_000_000  # the same limit as atelier.images (which imports torch, so it is not imported)
+_INT_KEYS = ("export_format", "pad_multiple", "min_size", "min_input", "opset")
+_FLOAT_KEYS = ("parity_max_abs_diff", "psnr_db")
+
+PathLike = Union[str, "os.PathLike[str]"]
+ImageInput = Union[PathLike, Image.Image, np.ndarray]
+
+
+# ------------------------------------------------------------------------------------------------ pixels
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB; transparency composited over white (as ``atelier.images`` does)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def read_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """A fully decoded RGB image (EXIF orientation applied); one-line AtelierErrors for unreadable files."""
+    p = Path(path)
+    if not p.is_file():
+        raise AtelierError(f"image not found: {p}; check the path" if not p.exists() else
+                           f"{p} is not an image file; pass an image file")
+    try:
+        with warnings.catch_warnings():
+            # Pillow's bomb warning means "over its limit": refuse before decoding anything.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise AtelierError(f"{p} is too large ({w}x{h} = {w * h:,} pixels, limit {max_pixels:,} "
+                                       "pixels); shrink it")
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return _to_rgb(img)
+    except AtelierError:
+        raise
+    except UnidentifiedImageError:
+        raise AtelierError(f"{p} is not an image this runtime can read; use JPEG, PNG, WebP, TIFF or BMP") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise AtelierError(f"{p} is too large for Pillow's decompression-bomb limit; shrink it") from None
+    except OSError as e:
+        raise AtelierError(f"cannot read {p} ({type(e).__name__}: {e}); re-export or re-download the image") \
+            from None
+
+
+def to_array(image: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """A path, PIL image or array as float32 ``[1,3,H,W]`` in [0,1].
+
+    Arrays: ``[H,W,3]`` uint8 (0..255) or float (0..1), or float ``[3,H,W]`` / ``[N,3,H,W]`` in [0,1].
+    """
+    if isinstance(image, (str, os.PathLike)):
+        image = read_image(image, max_pixels)
+    if isinstance(image, Image.Image):
+        return np.ascontiguousarray(np.asarray(_to_rgb(image), dtype=np.float32).transpose(2, 0, 1)[None] / 255.0)
+    if not isinstance(image, np.ndarray):
+        raise AtelierError(f"an image is a path, a PIL image or a numpy array, got {type(image).__name__}")
+    a = image
+    if a.ndim == 3 and a.shape[-1] == 3 and a.shape[0] != 3:
+        a = (a.astype(np.float32) / 255.0 if a.dtype == np.uint8 else a.astype(np.float32)).transpose(2, 0, 1)
+    if a.ndim == 3:
+        a = a[None]
+    if a.ndim != 4 or a.shape[1] != 3 or a.shape[2] < 1 or a.shape[3] < 1:
+        raise AtelierError(f"image arrays must be [H,W,3], [3,H,W] or [N,3,H,W], got shape {tuple(image.shape)}")
+    a = a.astype(np.float32)
+    if not np.isfinite(a).all():
+        raise AtelierError("the image array has NaN or infinite values")
+    return np.ascontiguousarray(np.clip(a, 0.0, 1.0))
+
+
+def to_pil(array: np.ndarray) -> Image.Image:
+    """``[1,3,H,W]`` / ``[3,H,W]`` float in [0,1] -> 8-bit RGB (clamped, rounded half to even like torch)."""
+    a = array[0] if array.ndim == 4 else array
+    a = np.rint(np.clip(np.nan_to_num(a, nan=0.0), 0.0, 1.0) * 255.0).astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(a.transpose(1, 2, 0)))
+
+
+def long_side_hw(h: int, w: int, long_side: int) -> tuple[int, int]:
+    """Target (H, W) with the long side = ``long_side``, aspect kept, short side rounded half up (as
+    ``atelier.images.long_side_hw``, whose module imports torch)."""
+    scale = long_side / max(h, w)
+    if h >= w:
+        return long_side, max(1, math.floor(w * scale + 0.5))
+    return max(1, math.floor(h * scale + 0.5)), long_side
+
+
+def resize_array(array: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Resize ``[N,3,H,W]`` float32 to ``hw``: Pillow bicubic on float planes (antialiased when shrinking), clamped.
+
+    Float planes (mode "F") rather than 8-bit RGB, so nothing is rounded to 8 bits before the net sees it.
+    """
+    h, w = int(hw[0]), int(hw[1])
+    if array.shape[-2:] == (h, w):
+        return array
+    out = np.empty(array.shape[:2] + (h, w), dtype=np.float32)
+    for n in range(array.shape[0]):
+        for c in range(array.shape[1]):
+            plane = Image.fromarray(np.ascontiguousarray(array[n, c], dtype=np.float32), mode="F")
+            out[n, c] = np.asarray(plane.resize((w, h), Image.Resampling.BICUBIC), dtype=np.float32)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _padded(n: int, multiple: int, min_size: int) -> int:
+    # The generator's own rule (nets.blocks._padded): up to a multiple, and to at least min_size.
+    if n < min_size:
+        return max(min_size, -(-n // multiple) * multiple)
+    return (n + multiple - 1) // multiple * multiple
+
+
+def pad_like_generator(x: np.ndarray, multiple: int, min_size: int) -> tuple[np.ndarray, int, int]:
+    """``nets.blocks.pad_to`` in numpy: pad split between both sides, reflection when each side's pad is smaller
+    than the image, else edge replication; returns the padded array and (top, left)."""
+    h, w = x.shape[-2], x.shape[-1]
+    ph, pw = _padded(h, multiple, min_size) - h, _padded(w, multiple, min_size) - w
+    top, left = ph // 2, pw // 2
+    mode = "reflect" if ph - top < h and pw - left < w else "edge"  # numpy's reflect = torch's (edge not repeated)
+    return np.pad(x, ((0, 0), (0, 0), (top, ph - top), (left, pw - left)), mode=mode), top, left
+
+
+# ------------------------------------------------------------------------------------------------- model
+
+
+def _parse_info(props: dict[str, str]) -> dict[str, Any]:
+    info: dict[str, Any] = {}
+    for key, value in props.items():
+        if not key.startswith(METADATA_PREFIX):
+            continue
+        k = key[len(METADATA_PREFIX):]
+        try:
+            if k in _INT_KEYS:
+                info[k] = int(value)
+            elif k in _FLOAT_KEYS:
+                info[k] = float(value) if value not in ("", "None") else None
+            elif k == "architecture":
+                info[k] = json.loads(value)
+            else:
+                info[k] = value
+        except ValueError:
+            info[k] = value  # a damaged number stays a string; the checks below name what is needed
+    return info
+
+
+class OnnxStylizer:
+    """An exported atelier model loaded into an onnxruntime CPU session.
+
+    ``model``: a path to a ``.onnx`` file (or its bytes). ``threads``: intra-op threads (None: onnxruntime's default,
+    one per physical core).
+    """
+
+    def __init__(self, model: Union[PathLike, bytes], threads: Optional[int] = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise AtelierError("running an ONNX model needs onnxruntime; run: pip install onnxruntime") from None
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise AtelierError(f"threads must be a whole number >= 1 (or None for the default), got {threads!r}")
+        label = "the model bytes" if isinstance(model, bytes) else str(model)
+        if not isinstance(model, bytes):
+            p = Path(model)
+            if not p.is_file():
+                raise AtelierError(f"ONNX model not found: {p}; export one with: atelier export MODEL_DIR -o {p.name}"
+                                   if not p.exists() else f"{p} is not a file; pass an .onnx file")
+            model = str(p)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or 0
+        options.inter_op_num_threads = 1  # one chain of convs: nothing runs in parallel across operators
+        options.log_severity_level = 3  # errors only: the warnings are about fusions, not about the user's input
+        try:
+            self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types for damaged or unsupported files
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise AtelierError(f"cannot load {label} as an ONNX model ({first[:200]}); re-export it with "
+                               "atelier export") from None
+        self.path = None if label == "the model bytes" else Path(label)
+        self.info = _parse_info(dict(self.session.get_modelmeta().custom_metadata_map))
+        fmt = self.info.get("export_format")
+        if not isinstance(fmt, int):
+            raise AtelierError(f"{label} was not written by atelier export (no atelier metadata); export the "
+                               "model with: atelier export MODEL_DIR -o model.onnx")
+        if fmt > EXPORT_FORMAT:
+            raise AtelierError(f"{label} uses atelier export format {fmt}, newer than this runtime reads "
+                               f"({EXPORT_FORMAT}); upgrade atelier")
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME]:
+            raise AtelierError(f"{label} does not have one input {INPUT_NAME!r} and one output {OUTPUT_NAME!r}; "
+                               "the file is damaged")
+        for key in ("pad_multiple", "min_size", "min_input"):
+            if not isinstance(self.info.get(key), int) or self.info[key] < 1:
+                raise AtelierError(f"{label} has no valid atelier.{key} metadata; the file is damaged")
+
+    def __repr__(self) -> str:
+        return f"OnnxStylizer({self.info.get('source', '?')}, quantize={self.info.get('quantize', '?')})"
+
+    @property
+    def min_tile(self) -> int:
+        """The smallest tile side (the generator's ``min_size``, as on the torch path)."""
+        return int(self.info["min_size"])
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
+        """One pass over ``x`` ``[N,3,H,W]`` float32, padding inputs smaller than the graph covers (docstring)."""
+        h, w = x.shape[-2], x.shape[-1]
+        top = left = 0
+        if min(h, w) < self.info["min_input"]:
+            x, top, left = pad_like_generator(x, self.info["pad_multiple"], self.info["min_size"])
+        y = self.session.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        return y[..., top:top + h, left:left + w]
+
+    def run(self, array: np.ndarray, tile: int = 0, overlap: int = DEFAULT_OVERLAP) -> np.ndarray:
+        """Stylise float32 ``[N,3,H,W]`` in [0,1]; returns the same shape. ``tile=0``: one pass; ``tile=T``: tiles of
+        at most T x T blended over at least ``overlap`` pixels (``atelier.tiling``)."""
+        if not isinstance(array, np.ndarray) or array.ndim != 4 or array.shape[1] != 3:
+            shape = tuple(array.shape) if isinstance(array, np.ndarray) else type(array).__name__
+            raise AtelierError(f"run takes a float32 array [N,3,H,W], got {shape}")
+        check_tiling(tile, overlap, self.min_tile, f"{self.info.get('generator', '?')} generator")
+        x = array.astype(np.float32, copy=False)
+        h, w = x.shape[-2], x.shape[-1]
+        if not tile or (h <= tile and w <= tile):
+            return self._forward(x)
+        out = np.zeros(x.shape, dtype=np.float32)
+        for t in iter_tiles(h, w, tile, overlap):
+            piece = self._forward(x[..., t.y:t.y + t.h, t.x:t.x + t.w])
+            region = out[..., t.y:t.y + t.h, t.x:t.x + t.w]
+            region += t.share * (piece - region)  # incremental weighted mean, as on the torch path
+        return out
+
+    def stylize(self, image: ImageInput, size: Optional[int] = None, tile: int = 0,
+                overlap: int = DEFAULT_OVERLAP, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+        """Stylise a path, PIL image or array (see ``to_array``); ``size`` resizes so the long side is ``size``
+        first. Returns an 8-bit RGB PIL image."""
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+            raise AtelierError(f"size must be a positive whole number of pixels, got {size!r}")
+        x = to_array(image, max_pixels)
+        if size is not None:
+            x = resize_array(x, long_side_hw(x.shape[-2], x.shape[-1], size))
+        return to_pil(self.run(x[:1], tile=tile, overlap=overlap))
+
+
+# --------------------------------------------------------------------------------------------- command line
+
+
+def save_atomic(image: Image.Image, path: PathLike) -> Path:
+    """Write ``image`` to ``path`` (format from the extension) via a temporary file renamed into place, so a
+    failure never leaves a half-written picture that looks whole."""
+    import tempfile
+
+    path = Path(path)
+    fmt = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}.get(path.suffix.lower())
+    if fmt is None:
+        raise AtelierError(f"{path}: output must end in .png, .jpg, .jpeg or .webp")
+    if not path.parent.is_dir():
+        raise AtelierError(f"{path}: the folder {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            image.save(fh, format=fmt)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise AtelierError(f"{path}: cannot write ({e.strerror or e})") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """``python -m atelier.runtime MODEL.onnx PHOTO -o OUT.png [--size N] [--tile N] [--threads N]``: stylise one
+    picture with an exported model, on a machine without torch. Errors print one line and exit 2."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m atelier.runtime",
+                                description="Stylise a photograph with a model written by `atelier export` "
+                                            "(onnxruntime, Pillow and numpy only: no torch needed).")
+    p.add_argument("model", metavar="MODEL.onnx")
+    p.add_argument("image", metavar="PHOTO")
+    p.add_argument("--output", "-o", required=True, metavar="OUT", help="output image (.png, .jpg, .webp)")
+    p.add_argument("--size", type=int, default=None, help="long side in pixels (default: the photo's own)")
+    p.add_argument("--tile", type=int, default=0, help="tiles of N x N blended over their overlap (default: 0, "
+                                                       "one pass); bounds memory on large pictures")
+    p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: its own choice)")
+    args = p.parse_args(argv)
+    try:
+        model = OnnxStylizer(args.model, threads=args.threads)
+        out = save_atomic(model.stylize(args.image, size=args.size, tile=args.tile), args.output)
+    except AtelierError as e:
+        print(f"atelier: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
