@@ -292,3 +292,76 @@ class StudentTrainOptions(TrainOptions):
         if self.l1_weight == 0 and self.gan_loss == "none" and self.perceptual_weight == 0:
             raise AtelierError("every loss weight is zero: set --l1-weight, --gan-loss or --perceptual-weight")
         return self
+
+
+SERVE_FORMATS = ("PNG", "JPEG", "WEBP")  # the upload formats the service can ever accept (Pillow's names)
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """``atelier serve``: where the HTTP service listens, what it serves, its worker threads and every limit it
+    enforces. Each limit's status code is part of the service's contract (see ``atelier.serve``)."""
+
+    host: str = opt("127.0.0.1", "address to listen on (127.0.0.1: this machine only; 0.0.0.0: every interface)")
+    port: int = opt(8000, "TCP port to listen on (0: any free port)")
+    models: Optional[str] = opt(None, "folder of student model folders served besides the bundled ones; each "
+                                "subfolder's name is its model name (default: bundled students only)", metavar="DIR")
+    results: Optional[str] = opt(None, "folder for job records and results, kept across restarts; one service per "
+                                 "folder (default: serve-jobs under $ATELIER_CACHE or ~/.cache/atelier)",
+                                 metavar="DIR")
+    workers: int = opt(1, "worker threads in each of the two lanes: optimisation jobs, and one-pass student requests")
+    torch_threads: int = opt(0, "threads torch uses for one computation (0: CPU cores divided by 2 x --workers, so "
+                             "both lanes busy at once do not oversubscribe the cores)")
+    max_queue: int = opt(16, "requests or jobs waiting for a worker, per lane, beyond which the service answers "
+                         "503 with Retry-After")
+    max_upload_bytes: int = opt(20_000_000, "largest request body in bytes, all uploaded images together; larger: 413")
+    max_pixels: int = opt(25_000_000, "largest uploaded image in pixels (width x height); larger: 413")
+    formats: tuple = opt(SERVE_FORMATS, "upload formats accepted (a subset of PNG,JPEG,WEBP, read from the bytes, "
+                         "not the file name); others: 415", list_of=str, metavar="PNG,JPEG,WEBP")
+    max_size: int = opt(1024, "largest output long side (size), and style long side (size x style_scale), a request "
+                        "may ask for; larger: 422")
+    max_iterations: int = opt(500, "largest iterations an optimisation job may ask for; larger: 422")
+    max_styles: int = opt(4, "most style images one job may upload; more: 422")
+    request_timeout: float = opt(60.0, "seconds a one-pass /v1/stylize request may take, waiting for a worker "
+                                 "included; then it answers 504")
+    job_timeout: float = opt(900.0, "seconds an optimisation job may run (waiting in the queue not counted); then "
+                             "it stops and fails with status 504")
+    keep_jobs: int = opt(500, "finished jobs kept in the results folder; the oldest beyond this are deleted")
+    log_level: str = opt("info", "uvicorn's log level", choices=("critical", "error", "warning", "info", "debug"))
+
+    def replace(self, **changes: Any) -> "ServeOptions":
+        return replace(self, **changes)
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> "ServeOptions":
+        check_known(cls, kwargs, "serve option")
+        for name in ("models", "results"):
+            if kwargs.get(name) is not None:
+                kwargs[name] = str(kwargs[name])
+        formats = kwargs.get("formats")
+        if isinstance(formats, str):
+            formats = formats.split(",")
+        if formats is not None:  # Pillow's format names are upper case; accept png,jpeg from a command line
+            kwargs["formats"] = tuple(str(t).strip().upper() for t in formats if str(t).strip())
+        return cls(**kwargs).validate()
+
+    def validate(self) -> "ServeOptions":
+        if not isinstance(self.host, str) or not self.host.strip():
+            raise AtelierError(f"--host must be an address such as 127.0.0.1, got {self.host!r}")
+        for name, low in (("port", 0), ("workers", 1), ("torch_threads", 0), ("max_queue", 0),
+                          ("max_upload_bytes", 1), ("max_pixels", 1), ("max_size", 16), ("max_iterations", 1),
+                          ("max_styles", 1), ("keep_jobs", 1)):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < low:
+                raise AtelierError(f"--{_flag(name)} must be a whole number >= {low}, got {v!r}")
+        if self.port > 65535:
+            raise AtelierError(f"--port must be at most 65535, got {self.port}")
+        for name in ("request_timeout", "job_timeout"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+                raise AtelierError(f"--{_flag(name)} must be a number of seconds > 0, got {v!r}")
+        if not self.formats or any(str(f).upper() not in SERVE_FORMATS for f in self.formats):
+            raise AtelierError(f"--formats must name some of {','.join(SERVE_FORMATS)}, got "
+                               f"{','.join(map(str, self.formats)) or '(none)'}")
+        check_choices(self)
+        return self

@@ -1,0 +1,299 @@
+"""From a request's form to checked inputs: the model catalogue, option values and uploaded images.
+
+Contracts:
+
+- Models are looked up by name in a listing: the bundled students (``api.list_methods``) and the student folders
+  directly under ``--models DIR``. The user's text is only ever a key into that listing, never part of a path, so
+  ``../etc`` or ``/tmp/x`` is just an unknown name (422).
+- Options arrive as form text and are converted by the type of the ``StylizeOptions`` field of the same name; an
+  empty value means "not given" (what an HTML form sends for an untouched input). Unknown names, malformed values
+  and values past the service's limits (``ServeOptions``) raise ``ServiceError(422)``. Options that name files or
+  devices on the service's machine (``init`` paths, ``lite_model``, ``vgg_weights``, ``device``, ``save_every``)
+  are the operator's, not the client's, and are not accepted.
+- Uploaded images are identified from their bytes, not their file name or declared type, and from the header
+  only: a format outside ``ServeOptions.formats`` is 415, more than ``max_pixels`` pixels is 413. Decoding happens
+  later, on a worker thread (``decode``), so the number of images being decoded at once is bounded by the workers;
+  a file that then turns out truncated or corrupt is 400.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import re
+import tempfile
+import threading
+import time
+import typing
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any, Optional
+
+from PIL import Image, UnidentifiedImageError
+
+from .. import api
+from ..checkpoint import read_model_config
+from ..config import ServeOptions, StylizeOptions
+from ..errors import AtelierError
+from ..images import open_image
+from .jobs import ServiceError
+
+# What a client may set. The engines' list is StylizeOptions minus what names server files or hardware, and
+# minus lbfgs_history (each unit costs two image-sized vectors: a large value is a memory bomb, not a preference).
+JOB_OPTIONS = ("size", "iterations", "optimizer", "learning_rate", "content_weight", "style_weight", "tv_weight",
+               "content_layers", "style_layers", "style_weights", "init", "pooling", "style_scale",
+               "preserve_color", "scales", "seed")
+STUDENT_OPTIONS = ("size", "tile")
+INIT_CHOICES = ("content", "random")
+_TILE_HELP = "tile side in pixels: large images run in overlapping tiles of this size (0: one pass)"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # model folder names served from --models
+_FORMAT_NAMES = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP"}
+_FIELDS = {f.name: f for f in fields(StylizeOptions)}
+_HINTS = typing.get_type_hints(StylizeOptions)
+
+
+def format_list(formats: tuple) -> str:
+    names = [_FORMAT_NAMES.get(f.upper(), f) for f in formats]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+
+
+# ------------------------------------------------------------------------------------------------ options
+
+
+def _kind(name: str) -> tuple[type, Optional[type]]:
+    """(scalar type, element type of a comma list or None) of an option."""
+    if name == "tile":
+        return int, None
+    f = _FIELDS[name]
+    if f.metadata.get("list_of"):
+        return tuple, f.metadata["list_of"]
+    hint = _HINTS[name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return (args[0] if args else hint), None
+
+
+def effective_default(name: str, limits: ServeOptions) -> Any:
+    """The value an option takes when a request leaves it out: the library's default, within the service's limits
+    (an operator who lowers --max-size lowers the default size with it)."""
+    if name == "tile":
+        return api.DEFAULT_TILE
+    d = _FIELDS[name].default
+    if name == "size":
+        return min(d, limits.max_size)
+    if name == "iterations":
+        return min(d, limits.max_iterations)
+    return None if d is MISSING else (list(d) if isinstance(d, tuple) else d)
+
+
+def describe_options(names: tuple[str, ...], limits: ServeOptions) -> list[dict[str, Any]]:
+    """One entry per option a client may set: name, type, default, help, choices and bounds (for the page)."""
+    out = []
+    for name in names:
+        kind, item = _kind(name)
+        if name == "tile":
+            text, choices = _TILE_HELP, []
+        elif name == "init":
+            text, choices = "start image: content (the photo) or random (seeded noise)", list(INIT_CHOICES)
+        else:
+            text, choices = _FIELDS[name].metadata.get("help", ""), list(_FIELDS[name].metadata.get("choices") or ())
+        entry: dict[str, Any] = {"name": name, "type": f"list[{item.__name__}]" if item else kind.__name__,
+                                 "default": effective_default(name, limits), "help": text, "choices": choices}
+        if name == "size":
+            entry.update(min=16, max=limits.max_size)
+        elif name == "iterations":
+            entry.update(min=1, max=limits.max_iterations)
+        elif name in ("tile", "seed"):
+            entry.update(min=0)
+        out.append(entry)
+    return out
+
+
+def _convert(name: str, text: str) -> Any:
+    kind, item = _kind(name)
+    try:
+        if item is not None:
+            return tuple(item(t.strip()) for t in text.split(",") if t.strip())
+        if kind is int:
+            return int(text)
+        if kind is float:
+            value = float(text)
+            if not math.isfinite(value):
+                raise ValueError
+            return value
+        return text
+    except ValueError:
+        what = {int: "a whole number", float: "a finite number"}.get(item or kind, "a value")
+        listed = " (comma-separated)" if item else ""
+        raise ServiceError(422, f"option {name} must be {what}{listed}, got {text[:40]!r}") from None
+
+
+def parse_options(form: dict[str, str], allowed: tuple[str, ...], limits: ServeOptions) -> dict[str, Any]:
+    """Checked option values from form text (only those given); raises ``ServiceError(422)``."""
+    unknown = sorted(set(form) - set(allowed))
+    if unknown:
+        raise ServiceError(422, f"unknown option(s) {', '.join(n[:40] for n in unknown)}; this endpoint takes: "
+                           f"{', '.join(allowed)}")
+    values = {name: _convert(name, text.strip()) for name, text in form.items() if text.strip()}
+    for name in ("size", "iterations"):
+        if name in allowed and name not in values:
+            values[name] = effective_default(name, limits)
+    size = values["size"]
+    if size > limits.max_size:
+        raise ServiceError(422, f"size {size} is larger than this service allows ({limits.max_size} px)")
+    if values.get("iterations", 0) > limits.max_iterations:
+        raise ServiceError(422, f"iterations {values['iterations']} is more than this service allows "
+                           f"({limits.max_iterations})")
+    if "style_scale" in values and values["style_scale"] * size > limits.max_size:
+        raise ServiceError(422, f"style_scale {values['style_scale']:g} makes the style image "
+                           f"{round(values['style_scale'] * size)} px, larger than this service allows "
+                           f"({limits.max_size} px)")
+    if "init" in values and values["init"] not in INIT_CHOICES:
+        raise ServiceError(422, f"init must be {' or '.join(INIT_CHOICES)} here (paths on the service's machine "
+                           f"are not accepted), got {values['init'][:40]!r}")
+    if values.get("tile", 0) < 0:
+        raise ServiceError(422, f"tile must be a whole number >= 0, got {values['tile']}")
+    try:  # the engines' own checks, with their own messages
+        StylizeOptions.from_kwargs(**{k: v for k, v in values.items() if k != "tile"})
+    except AtelierError as e:
+        # The library names options as command-line flags (--style-weight); a form calls them style_weight.
+        raise ServiceError(422, re.sub(r"--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", "_"), str(e))) \
+            from None
+    return values
+
+
+# ------------------------------------------------------------------------------------------------- images
+
+
+def check_image(data: bytes, label: str, limits: ServeOptions) -> str:
+    """The upload's format, after checking it from the header: 415 for other formats, 413 for too many pixels."""
+    if not data:
+        raise ServiceError(422, f"{label} is empty; choose an image file")
+    formats = tuple(f.upper() for f in limits.formats)
+    try:
+        with Image.open(io.BytesIO(data), formats=formats) as im:  # the header only: nothing is decoded yet
+            fmt, (w, h) = im.format, im.size
+    except Image.DecompressionBombError:
+        raise ServiceError(413, f"{label} has far too many pixels (limit {limits.max_pixels:,})") from None
+    except UnidentifiedImageError:
+        raise ServiceError(415, f"{label} is not a {format_list(formats)} image; convert it to one of "
+                           "those") from None
+    except Exception as e:  # a broken header shows up as many exception types
+        raise ServiceError(400, f"{label} is truncated or corrupt ({type(e).__name__}); re-export it") from None
+    if w * h > limits.max_pixels:
+        raise ServiceError(413, f"{label} is {w}x{h} = {w * h:,} pixels, more than this service accepts "
+                           f"({limits.max_pixels:,}); shrink it first")
+    return fmt
+
+
+def decode(source: bytes | Path, label: str, max_pixels: int) -> Image.Image:
+    """Decode an upload exactly as the CLI reads a file (EXIF rotation, alpha over white): 400 if it cannot be."""
+    path, tmp = (source, None) if isinstance(source, Path) else (None, None)
+    try:
+        if path is None:
+            fd, name = tempfile.mkstemp(prefix="atelier-upload-")
+            tmp = Path(name)
+            with os.fdopen(fd, "wb") as f:
+                f.write(source)  # type: ignore[arg-type]
+            path = tmp
+        return open_image(path, max_pixels)
+    except AtelierError as e:
+        # The message names our file; name the client's upload instead.
+        raise ServiceError(400, str(e).replace(str(path), label)) from None
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+def clean_name(filename: Optional[str]) -> str:
+    """An upload's file name as shown in messages and metadata: its last path part, printable, at most 80 chars."""
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+    return "".join(c for c in name if c.isprintable())[:80]
+
+
+def upload_label(field: str, filename: Optional[str]) -> str:
+    name = clean_name(filename)
+    return f"{field} {name!r}" if name else field
+
+
+# ------------------------------------------------------------------------------------------------- models
+
+
+class Catalog:
+    """Students (bundled, then ``models_dir``) and engines, listed again every ``ttl`` seconds so models copied
+    into the folder appear without a restart."""
+
+    def __init__(self, models_dir: Optional[str], ttl: float = 2.0):
+        self.models_dir = Path(models_dir).expanduser() if models_dir else None
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._at = -math.inf
+        self._students: dict[str, dict[str, Any]] = {}
+        self._engines: list[dict[str, Any]] = []
+
+    def _refresh(self) -> None:
+        with self._lock:
+            if time.monotonic() - self._at < self.ttl:
+                return
+            students: dict[str, dict[str, Any]] = {}
+            engines = []
+            for m in api.list_methods():
+                if m["kind"] == "optimisation":
+                    engines.append({"name": m["name"], "description": m["description"], "available": m["available"],
+                                    "reason": None if m["available"] else m["reason"]})
+                else:
+                    students[m["name"]] = {"name": m["name"], "description": m["description"], "source": "bundled",
+                                           "_load": m["name"]}
+            for name, folder in self._folder_students().items():
+                students[name] = folder  # the operator's folder wins over a bundled student of the same name
+            self._students, self._engines, self._at = students, engines, time.monotonic()
+
+    def _folder_students(self) -> dict[str, dict[str, Any]]:
+        root = self.models_dir
+        if root is None or not root.is_dir():
+            return {}
+        found = {}
+        for entry in sorted(root.iterdir()):
+            if not _NAME.fullmatch(entry.name) or not entry.is_dir():
+                continue
+            try:
+                config = read_model_config(entry, kind="student")
+            except AtelierError:
+                continue  # not a student model folder: not listed
+            arch = config.get("architecture", {}).get("generator", "?")
+            text = config.get("description") if isinstance(config.get("description"), str) else None
+            if not text:
+                text = f"feed-forward student ({arch} generator)" + \
+                    (f" in the style of {config['style']}" if config.get("style") else "")
+            found[entry.name] = {"name": entry.name, "description": " ".join(text.split()), "source": "models",
+                                 "_load": entry}
+        return found
+
+    def students(self) -> list[dict[str, Any]]:
+        self._refresh()
+        return [{k: v for k, v in s.items() if not k.startswith("_")} for s in self._students.values()]
+
+    def engines(self) -> list[dict[str, Any]]:
+        self._refresh()
+        return [dict(e) for e in self._engines]
+
+    def student_key(self, name: str) -> Any:
+        """What ``api.load_model`` gets for a listed name: the bundled name, or the listed folder's own path."""
+        self._refresh()
+        entry = self._students.get(name)
+        if entry is None:
+            shown = ", ".join(self._students) or "none"
+            raise ServiceError(422, f"unknown model {name[:60]!r}; available: {shown} (GET /v1/models)")
+        return entry["_load"]
+
+    def engine(self, name: str) -> dict[str, Any]:
+        self._refresh()
+        for e in self._engines:
+            if e["name"] == name:
+                if not e["available"]:
+                    raise ServiceError(422, f"engine {name} cannot run on this service: {e['reason']}")
+                return e
+        if name in self._students:
+            raise ServiceError(422, f"{name[:60]} is a student model: send it to POST /v1/stylize (one pass), "
+                               "not to /v1/jobs")
+        raise ServiceError(422, f"unknown method {name[:60]!r}; engines: {', '.join(e['name'] for e in self._engines)}")

@@ -1,0 +1,186 @@
+"""The web page in a real headless Chromium (Debian's /usr/bin/chromium driven by playwright; no browser download):
+upload to result for a student, an engine job whose progress reaches done, and an error shown on the page.
+
+The service runs in-process (uvicorn on 127.0.0.1, a free port, a background thread). Skipped when Chromium or
+playwright is missing, unless ATELIER_REQUIRE_BROWSER=1 (CI), which turns the skip into a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def _missing() -> str | None:
+    if not Path(CHROMIUM).is_file():
+        return f"no Chromium at {CHROMIUM} (Debian: apt-get install chromium)"
+    for module in ("playwright", "fastapi", "uvicorn", "python_multipart"):
+        try:
+            __import__(module)
+        except ImportError:
+            return f"the Python package {module} is not installed (pip install -e '.[dev]')"
+    return None
+
+
+_why = _missing()
+if _why:
+    if os.environ.get("ATELIER_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"ATELIER_REQUIRE_BROWSER=1 but the browser test cannot run: {_why}", pytrace=False)
+    pytest.skip(_why, allow_module_level=True)
+
+from playwright.sync_api import sync_playwright  # noqa: E402
+
+import atelier.api as api  # noqa: E402
+from atelier.config import ServeOptions  # noqa: E402
+from atelier.images import open_image  # noqa: E402
+from atelier.serve import serve_in_thread  # noqa: E402
+
+
+def write_png(path: Path, w: int, h: int, seed: int = 0) -> Path:
+    yy, xx = np.mgrid[0:h, 0:w]
+    rng = np.random.default_rng(seed)
+    arr = np.stack([xx * 255 // (w - 1), yy * 255 // (h - 1), rng.integers(0, 256, (h, w))], -1).astype(np.uint8)
+    Image.fromarray(arr).save(path, format="PNG")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serve")
+    with serve_in_thread(ServeOptions(port=0, results=str(folder / "results"), max_size=256)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(accept_downloads=True)
+    pg = context.new_page()
+    problems: list[str] = []
+    foreign: list[str] = []
+    pg.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    pg.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+    pg.on("request", lambda r: None if r.url.startswith((server, "blob:", "data:")) else foreign.append(r.url))
+    pg.goto(server + "/")
+    pg.wait_for_selector("#model:not([disabled])")
+    pg.problems = problems  # a test that provokes an error answer takes its expected console line out
+    yield pg
+    context.close()
+    assert foreign == [], f"the page fetched from elsewhere: {foreign}"
+    assert problems == [], problems  # script errors and CSP violations both land here
+
+
+def image_size(pg, selector: str) -> tuple[int, int]:
+    """The picture's own size, after checking the page shows it at that size (a wide enough window)."""
+    natural = pg.eval_on_selector(selector, "img => [img.naturalWidth, img.naturalHeight]")
+    shown = pg.eval_on_selector(selector, "img => [img.clientWidth, img.clientHeight]")
+    assert shown == natural, (shown, natural)
+    return tuple(natural)
+
+
+def test_student_from_upload_to_result_and_download(page, tmp_path):
+    photo = write_png(tmp_path / "cat.png", 96, 64)
+    page.set_input_files("#image", str(photo))
+    page.select_option("#model", "student:starry-tiny")
+    assert page.is_hidden("#style-row")  # a student brings its own style
+    page.fill("#opt-size", "128")
+    page.click("#submit")
+    page.wait_for_function("() => { const i = document.getElementById('result');"
+                           " return !document.getElementById('output').hidden && i.complete && i.naturalWidth > 0 }",
+                           timeout=30_000)
+    assert image_size(page, "#result") == (128, 85)
+    assert page.is_hidden("#error")
+    assert page.text_content("#status").startswith("done")
+    assert "128×85" in page.text_content("#result-info")
+    with page.expect_download() as info:
+        page.click("#download")
+    download = info.value
+    assert download.suggested_filename == "cat-starry-tiny.png"
+    got = Image.open(download.path())
+    got.load()
+    assert got.size == (128, 85)
+    # What the page offers is exactly what the library makes of that photo.
+    expected = api.stylize(open_image(photo), model="starry-tiny", size=128).image
+    assert np.array_equal(np.asarray(got.convert("RGB")), np.asarray(expected))
+
+
+def test_engine_job_shows_progress_until_done(page, tmp_path, monkeypatch):
+    # Slow each loss evaluation down a little (the server runs in this process), so the page has steps to show.
+    real = api.stylize
+
+    def slowed(*args, callback=None, **kwargs):
+        def cb(info):
+            time.sleep(0.15)
+            callback(info)
+        return real(*args, callback=cb, **kwargs)
+
+    monkeypatch.setattr(api, "stylize", slowed)
+    page.set_input_files("#image", str(write_png(tmp_path / "photo.png", 96, 64)))
+    page.select_option("#model", "engine:lite")
+    assert page.is_visible("#style-row") and page.is_visible("#advanced")
+    page.set_input_files("#style", str(write_png(tmp_path / "style.png", 48, 48, seed=3)))
+    page.fill("#opt-size", "64")
+    page.fill("#opt-iterations", "10")
+    page.click("#advanced summary")
+    page.fill("#opt-scales", "none")  # one scale: every step the page shows is a step of the whole job
+    page.click("#submit")
+    texts, values = [], []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = page.text_content("#status") or ""
+        value = page.eval_on_selector("#progress", "p => p.position >= 0 ? p.value : null")
+        if not texts or texts[-1] != text:
+            texts.append(text)
+        if value is not None and (not values or values[-1] != value):
+            values.append(value)
+        if text.startswith("done") or page.is_visible("#error"):
+            break
+        time.sleep(0.05)
+    assert page.is_hidden("#error"), page.text_content("#error")
+    steps = [t for t in texts if t.startswith("running: scale 1/1, step")]
+    assert len(steps) >= 2, texts             # the page showed the job's steps as they happened
+    assert texts[-1].startswith("done")
+    assert values == sorted(values) and values[-1] == 1 and len(values) >= 3, values
+    page.wait_for_function("() => document.getElementById('result').naturalWidth > 0", timeout=10_000)
+    assert image_size(page, "#result") == (64, 43)
+    href = page.get_attribute("#download", "href")
+    assert href.startswith("/v1/jobs/") and href.endswith("/result")
+    with page.expect_download() as info:
+        page.click("#download")
+    got = Image.open(info.value.path())
+    assert got.size == (64, 43)
+
+
+def test_errors_from_the_service_are_shown_on_the_page(page, tmp_path):
+    fake = tmp_path / "notes.png"
+    fake.write_text("these are notes, not a picture")
+    page.set_input_files("#image", str(fake))
+    page.select_option("#model", "student:starry-tiny")
+    page.click("#submit")
+    page.wait_for_selector("#error:not([hidden])", timeout=10_000)
+    assert "not a PNG, JPEG or WebP image" in page.text_content("#error")
+    page.problems.remove("console error: Failed to load resource: the server responded with a status of 415 "
+                         "(Unsupported Media Type)")
+    assert page.is_hidden("#output")
+    # And a mistake the page catches itself: an engine without a style image.
+    page.set_input_files("#image", str(write_png(tmp_path / "ok.png", 32, 32)))
+    page.select_option("#model", "engine:lite")
+    page.click("#submit")
+    page.wait_for_function("() => document.getElementById('error').textContent.includes('style image')")
+    assert page.is_enabled("#submit")
