@@ -175,3 +175,43 @@ def test_output_may_not_overwrite_an_input(pics, capsys):
     assert stylize(content, "--style", style, "-o", content, *FAST) == 2
     assert "input" in capsys.readouterr().err
     assert content.read_bytes() == before
+
+
+def test_export_then_torch_free_runtime_cli(tmp_path, capsys):
+    """atelier export writes a checked ONNX file; python -m atelier.runtime stylises with it (the CLI pair)."""
+    pytest.importorskip("onnxruntime")
+    out = tmp_path / "starry.onnx"
+    assert main(["export", "starry-tiny", "-o", str(out)]) == 0
+    line = capsys.readouterr().out
+    assert f"wrote {out}" in line and "max |onnx - torch|" in line and out.stat().st_size > 50_000
+    photo = tmp_path / "p.png"
+    save_image(make_image(40, 56, seed=3), photo)
+    done = subprocess.run([sys.executable, "-m", "atelier.runtime", str(out), str(photo), "-o",
+                           str(tmp_path / "o.png"), "--size", "64"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert Image.open(tmp_path / "o.png").size == (64, 46)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["export", "lite", "-o", "{tmp}/x.onnx"], "optimisation engines are not exportable"),
+    (["export", "gatys", "-o", "{tmp}/x.onnx"], "optimisation engines are not exportable"),
+    (["export", "starry-tiny", "-o", "{tmp}/x.onnx", "--quantize", "int8-static"], "calibration"),
+    (["export", "starry-tiny", "-o", "{tmp}/x.onnx", "--opset", "3"], "opset"),
+])
+def test_export_bad_input_exits_2(argv, match, tmp_path, capsys):
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("atelier: error:") and match in err and "\n" not in err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["serve", "--port", "70000"], "--port must be at most 65535"),
+    (["serve", "--formats", "PNG,GIF"], "--formats must name some of"),
+    (["serve", "--request-timeout", "0"], "--request-timeout must be"),
+])
+def test_serve_bad_options_exit_2(argv, match, capsys):
+    pytest.importorskip("fastapi")
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("atelier: error:") and match in err and "\n" not in err

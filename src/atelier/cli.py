@@ -327,6 +327,53 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export a student to ONNX with a parity check against torch (atelier.export.export_onnx)."""
+    from .export import export_onnx
+
+    report = export_onnx(args.model, args.output, opset=args.opset, quantize=args.quantize,
+                         calibration=args.calibration, check=not args.no_check, tolerance=args.tolerance,
+                         min_psnr=args.min_psnr)
+    print(report.summary())
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the HTTP service and its web page (atelier.serve)."""
+    from .config import ServeOptions
+    from .serve import run_server
+
+    run_server(ServeOptions.from_kwargs(**_given(args, ServeOptions)))
+    return 0
+
+
+def _add_export(sub) -> None:
+    import inspect
+
+    from .export import QUANTIZE_CHOICES, export_onnx
+
+    defaults = {k: v.default for k, v in inspect.signature(export_onnx).parameters.items()}
+    e = sub.add_parser("export", help="export a student to ONNX (checked against torch)",
+                       description="Export a trained student (model folder or bundled name) to ONNX with dynamic "
+                                   "height and width, check it with onnx.checker and against torch on random and "
+                                   "real images, and optionally quantize it to int8. The optimisation engines "
+                                   "(gatys, lite) are not exportable.")
+    e.add_argument("model", metavar="MODEL_DIR|NAME", help="a student model folder, or a bundled student's name")
+    e.add_argument("--output", "-o", required=True, metavar="OUT.onnx", help="where to write the ONNX model")
+    e.add_argument("--opset", type=int, default=defaults["opset"], help=f"ONNX opset (default: {defaults['opset']})")
+    e.add_argument("--quantize", default=defaults["quantize"], choices=QUANTIZE_CHOICES,
+                   help=f"int8 quantization (default: {defaults['quantize']}); int8-static needs --calibration")
+    e.add_argument("--calibration", metavar="DIR", default=None,
+                   help="a folder of photographs for int8-static calibration")
+    e.add_argument("--tolerance", type=float, default=defaults["tolerance"],
+                   help=f"largest |onnx - torch| an fp32 export may show (default: {defaults['tolerance']:g})")
+    e.add_argument("--min-psnr", type=float, default=defaults["min_psnr"],
+                   help=f"lowest PSNR (dB) of an int8 model against fp32 before it is refused "
+                        f"(default: {defaults['min_psnr']:g})")
+    e.add_argument("--no-check", action="store_true", help="skip the parity check (not recommended)")
+    e.set_defaults(func=cmd_export)
+
+
 def _options_command(sub, name: str, cls: type, func, help: str, description: str,
                      quiet: str = "no progress bar or log lines") -> argparse.ArgumentParser:
     """A subcommand whose flags are generated from the options dataclass ``cls``, plus --quiet."""
@@ -407,6 +454,14 @@ def build_parser() -> argparse.ArgumentParser:
                      "measure speed, memory, size and quality of methods side by side",
                      "Benchmark methods against the textbook Gatys baseline on the same pairs; writes results.json, "
                      "results.md, contact sheets and a convergence plot.", quiet="no progress lines")
+    _add_export(sub)
+    from .config import ServeOptions
+
+    serve = sub.add_parser("serve", help="run the HTTP service and web page (needs the [serve] extra)",
+                           description="Serve the API (/healthz, /v1/models, /v1/stylize, /v1/jobs) and the web page "
+                                       "at / with uvicorn. Every limit is an option with a safe default.")
+    add_option_flags(serve, ServeOptions, "service options (defaults from atelier.config.ServeOptions)")
+    serve.set_defaults(func=cmd_serve)
     return p
 
 
