@@ -22,7 +22,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +35,10 @@ DEFAULT_STYLE = DATA / "styles" / "vangogh_the_starry_night.jpg"
 
 
 def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent through fork and exec.
+    from atelier.bench.measure import peak_rss_mb
+
+    return peak_rss_mb()
 
 
 def _inputs(size: int, content: Path, style: Path):

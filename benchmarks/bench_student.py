@@ -30,11 +30,9 @@ DATA = HERE.parent.parent / "shared" / "data"
 
 
 def _hwm_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    from atelier.bench.measure import peak_rss_mb
+
+    return peak_rss_mb()
 
 
 def latency(net, x: torch.Tensor, runs: int) -> float:
@@ -64,6 +62,41 @@ def tiled_worker(model: str, tile: int) -> dict:
             "shape": list(out.shape)}
 
 
+def held_out_sheet(pairs: str, models: list, count: int, out: Path, cell: int = 192) -> Path:
+    """Rows: the first ``count`` held-out pairs (the ones no model trained on); columns: photo, teacher, each model."""
+    from PIL import Image, ImageDraw
+
+    from atelier.bench.pictures import _fit, _font
+    from atelier.images import tensor_to_pil
+    from atelier.train.student import PairBank
+
+    holdout = max(int(m.config.get("training", {}).get("data", {}).get("held_out", 16)) for m in models)
+    held = PairBank(pairs, 64, holdout).held_out()[:count]
+    labels = ["photo", "teacher"] + [f"{m.config['architecture']['generator']} ({m.folder.name})" for m in models]
+    pad, lab, font = 6, 20, _font(13)
+    rows = []  # one list of thumbnails per held-out pair
+    for content, teacher in held:
+        with torch.inference_mode():
+            row = [content, teacher] + [m.run(content) for m in models]
+        thumbs = [tensor_to_pil(t[0]) for t in row]
+        for im in thumbs:
+            im.thumbnail((cell, cell), Image.Resampling.LANCZOS)
+        rows.append(thumbs)
+    heights = [max(im.height for im in r) for r in rows]
+    sheet = Image.new("RGB", (pad + len(labels) * (cell + pad), lab + sum(heights) + pad * (len(rows) + 1)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, text in enumerate(labels):
+        draw.text((pad + j * (cell + pad) + cell // 2, 3), _fit(draw, text, cell, font), fill="black", font=font,
+                  anchor="ma")
+    y = lab
+    for thumbs, h in zip(rows, heights):
+        for j, im in enumerate(thumbs):
+            sheet.paste(im, (pad + j * (cell + pad) + (cell - im.width) // 2, y + (h - im.height) // 2))
+        y += h + pad
+    sheet.save(out)
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=10)
@@ -72,6 +105,9 @@ def main() -> int:
     p.add_argument("--teacher-seconds", type=float, default=0.0,
                    help="seconds the teacher took per 512 px picture (measured separately), for the speed-up column")
     p.add_argument("--out", type=Path, default=HERE / "results" / "student_cpu")
+    p.add_argument("--pairs", default="", help="the pairs folder the models were trained on: draws a contact sheet "
+                   "of held-out photos (photo, teacher, each --model) into --out")
+    p.add_argument("--sheet", type=int, default=4, help="held-out photos in the contact sheet (default: 4)")
     p.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
@@ -131,6 +167,9 @@ def main() -> int:
         for t in tiled:
             lines.append(f"| {'tile ' + str(t['tile']) if t['tile'] else 'one pass'} | {t['seconds']:.2f} | "
                          f"{t['peak_rss_mb']:.0f} |")
+    if args.pairs and trained:
+        sheet = held_out_sheet(args.pairs, trained, args.sheet, args.out / "held_out_sheet.png")
+        lines += ["", f"![held-out pairs]({sheet.name})"]
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
