@@ -152,3 +152,17 @@ def test_bundled_starter_student_runs_offline_by_name():
     assert r.tensor.shape == (1, 3, 40, 56) and r.method == "student:starry-tiny"
     assert r.metadata["random_weights"] is False
     assert 0 <= float(r.tensor.min()) and float(r.tensor.max()) <= 1
+
+
+def test_default_learning_rate_depends_on_the_generator():
+    """tiny defaults to 1e-3 (at pix2pix's 2e-4 it was still grey after 400 steps), the others to 2e-4; a given
+    --learning-rate always wins, and a bad one is still refused."""
+    from atelier.config import StudentTrainOptions
+
+    base = {"pairs": "p", "out": "o"}
+    assert StudentTrainOptions.from_kwargs(**base).learning_rate == 1e-3  # tiny is the default generator
+    for g in ("unet", "resnet", "transformer"):
+        assert StudentTrainOptions.from_kwargs(**base, generator=g).learning_rate == 2e-4
+    assert StudentTrainOptions.from_kwargs(**base, generator="tiny", learning_rate=5e-4).learning_rate == 5e-4
+    with pytest.raises(AtelierError, match="--learning-rate must be"):
+        StudentTrainOptions.from_kwargs(**base, learning_rate=-1.0)

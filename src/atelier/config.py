@@ -256,12 +256,17 @@ class LiteTrainOptions(TrainOptions):
         return self
 
 
+# Default Adam learning rate per generator when --learning-rate is not given (others: pix2pix's 2e-4).
+STUDENT_LEARNING_RATES = {"tiny": 1e-3}
+
+
 @dataclass(frozen=True)
 class StudentTrainOptions(TrainOptions):
     """``atelier train student``: a pix2pix-style generator trained on a pairs folder made by ``atelier prepare``."""
 
     images: tuple = opt((), "not used by students (they read --pairs)", hidden=True)
-    learning_rate: float = opt(2e-4, "Adam learning rate (pix2pix: 2e-4)")
+    learning_rate: Optional[float] = opt(None, "Adam learning rate (default: 1e-3 for tiny, pix2pix's 2e-4 for the "
+                                         "others; at 2e-4 tiny was still grey after 400 steps)")
     pairs: Optional[str] = opt(None, "pairs folder written by `atelier prepare`, required", metavar="PAIRS_DIR")
     generator: str = opt("tiny", "generator architecture", choices=("unet", "resnet", "transformer", "tiny"))
     l1_weight: float = opt(100.0, "weight of the L1 distance to the teacher's picture (pix2pix: 100)")
@@ -273,6 +278,10 @@ class StudentTrainOptions(TrainOptions):
     ema: float = opt(0.999, "decay of the generator's exponential moving average (the exported weights; 0: off)")
     beta1: float = opt(0.5, "Adam beta1 (pix2pix: 0.5)")
     holdout: int = opt(16, "pairs kept out of training for the fidelity numbers on the model card")
+
+    def __post_init__(self) -> None:
+        if self.learning_rate is None:  # measured: benchmarks/README.md section 5 (tiny: 15.9 dB at 2e-4, 20.1 at 1e-3)
+            object.__setattr__(self, "learning_rate", STUDENT_LEARNING_RATES.get(self.generator, 2e-4))
 
     def validate(self) -> "StudentTrainOptions":
         if not self.pairs:
