@@ -375,11 +375,12 @@ def _add_export(sub) -> None:
 
 
 def _options_command(sub, name: str, cls: type, func, help: str, description: str,
-                     quiet: str = "no progress bar or log lines") -> argparse.ArgumentParser:
-    """A subcommand whose flags are generated from the options dataclass ``cls``, plus --quiet."""
+                     quiet: Optional[str] = "no progress bar or log lines") -> argparse.ArgumentParser:
+    """A subcommand whose flags are generated from the options dataclass ``cls``, plus --quiet (unless None)."""
     p = sub.add_parser(name, help=help, description=description)
     add_option_flags(p, cls, f"{name} options (defaults from {cls.__module__}.{cls.__name__})")
-    p.add_argument("--quiet", "-q", action="store_true", help=quiet)
+    if quiet is not None:
+        p.add_argument("--quiet", "-q", action="store_true", help=quiet)
     p.set_defaults(func=func)
     return p
 
@@ -457,11 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(sub)
     from .config import ServeOptions
 
-    serve = sub.add_parser("serve", help="run the HTTP service and web page (needs the [serve] extra)",
-                           description="Serve the API (/healthz, /v1/models, /v1/stylize, /v1/jobs) and the web page "
-                                       "at / with uvicorn. Every limit is an option with a safe default.")
-    add_option_flags(serve, ServeOptions, "service options (defaults from atelier.config.ServeOptions)")
-    serve.set_defaults(func=cmd_serve)
+    _options_command(sub, "serve", ServeOptions, cmd_serve,
+                     "run the HTTP service and web page (needs the [serve] extra)",
+                     "Serve the API (/healthz, /v1/models, /v1/stylize, /v1/jobs) and the web page at / with uvicorn. "
+                     "Every limit is an option with a safe default.", quiet=None)
     return p
 
 

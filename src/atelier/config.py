@@ -86,11 +86,8 @@ class StylizeOptions:
             finite_nonneg(name)
             if getattr(self, name) == 0:
                 raise AtelierError(f"--{_flag(name)} must be > 0")
-        for name, low in (("size", 1), ("iterations", 1), ("max_pixels", 1), ("save_every", 0),
-                          ("lbfgs_history", 1)):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < low:
-                raise AtelierError(f"--{_flag(name)} must be a whole number >= {low}, got {v!r}")
+        check_whole(self, (("size", 1), ("iterations", 1), ("max_pixels", 1), ("save_every", 0),
+                           ("lbfgs_history", 1)))
         check_choices(self)
         if not self.content_layers or not self.style_layers:
             raise AtelierError("--content-layers and --style-layers need at least one layer each")
@@ -138,6 +135,14 @@ def check_choices(obj: Any) -> None:
         choices = f.metadata.get("choices")
         if choices and getattr(obj, f.name) not in choices:
             raise AtelierError(f"--{_flag(f.name)} must be one of {', '.join(choices)}, got {getattr(obj, f.name)!r}")
+
+
+def check_whole(obj: Any, bounds: tuple[tuple[str, int], ...]) -> None:
+    """Refuse any field named in ``bounds`` ((name, low), ...) that is not a whole number >= low (bools refused)."""
+    for name, low in bounds:
+        v = getattr(obj, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < low:
+            raise AtelierError(f"--{_flag(name)} must be a whole number >= {low}, got {v!r}")
 
 
 def _flag(name: str) -> str:
@@ -203,11 +208,8 @@ class TrainOptions:
             raise AtelierError("--images DIR is required (a folder of training images; repeat for several)")
         if not self.out:
             raise AtelierError("--out MODEL_DIR is required (the model folder to write)")
-        for name, low in (("steps", 0), ("batch", 1), ("size", 16), ("seed", 0), ("checkpoint_every", 1),
-                          ("sample_every", 0), ("log_every", 1), ("max_images", 0)):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < low:
-                raise AtelierError(f"--{_flag(name)} must be a whole number >= {low}, got {v!r}")
+        check_whole(self, (("steps", 0), ("batch", 1), ("size", 16), ("seed", 0), ("checkpoint_every", 1),
+                           ("sample_every", 0), ("log_every", 1), ("max_images", 0)))
         if self.size % 16:
             raise AtelierError(f"--size must be a multiple of 16 (the nets pool four times), got {self.size}")
         lr = self.learning_rate
@@ -296,8 +298,7 @@ class StudentTrainOptions(TrainOptions):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0 <= v < 1:
                 raise AtelierError(f"--{_flag(name)} must be in [0, 1), got {v!r}")
-        if not isinstance(self.holdout, int) or isinstance(self.holdout, bool) or self.holdout < 0:
-            raise AtelierError(f"--holdout must be a whole number >= 0, got {self.holdout!r}")
+        check_whole(self, (("holdout", 0),))
         if self.l1_weight == 0 and self.gan_loss == "none" and self.perceptual_weight == 0:
             raise AtelierError("every loss weight is zero: set --l1-weight, --gan-loss or --perceptual-weight")
         return self
@@ -357,12 +358,9 @@ class ServeOptions:
     def validate(self) -> "ServeOptions":
         if not isinstance(self.host, str) or not self.host.strip():
             raise AtelierError(f"--host must be an address such as 127.0.0.1, got {self.host!r}")
-        for name, low in (("port", 0), ("workers", 1), ("torch_threads", 0), ("max_queue", 0),
-                          ("max_upload_bytes", 1), ("max_pixels", 1), ("max_size", 16), ("max_iterations", 1),
-                          ("max_styles", 1), ("keep_jobs", 1)):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < low:
-                raise AtelierError(f"--{_flag(name)} must be a whole number >= {low}, got {v!r}")
+        check_whole(self, (("port", 0), ("workers", 1), ("torch_threads", 0), ("max_queue", 0),
+                           ("max_upload_bytes", 1), ("max_pixels", 1), ("max_size", 16), ("max_iterations", 1),
+                           ("max_styles", 1), ("keep_jobs", 1)))
         if self.port > 65535:
             raise AtelierError(f"--port must be at most 65535, got {self.port}")
         for name in ("request_timeout", "job_timeout"):

@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from ..config import StylizeOptions, check_choices, check_known, opt
+from ..config import StylizeOptions, check_choices, check_known, check_whole, opt
 from ..errors import AtelierError
 
 BASELINE = "textbook-gatys"
@@ -80,10 +80,7 @@ class BenchOptions:
         bad = any(isinstance(s, bool) or not isinstance(s, int) or s < 16 for s in sizes)
         if not sizes or bad or len(set(sizes)) != len(sizes):
             raise AtelierError(f"--sizes must be distinct sizes of at least 16 px, got {self.sizes!r}")
-        for name, low in (("iterations", 1), ("baseline_pairs", 1)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise AtelierError(f"--{name.replace('_', '-')} must be a whole number >= {low}, got {v!r}")
+        check_whole(self, (("iterations", 1), ("baseline_pairs", 1)))
         check_choices(self)
         return self
 

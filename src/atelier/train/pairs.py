@@ -42,7 +42,7 @@ from typing import Any, Callable, Optional, Union
 import torch
 
 from .. import __version__
-from ..config import check_choices, check_known, opt
+from ..config import check_choices, check_known, check_whole, opt
 from ..errors import AtelierError
 from ..images import (IMAGE_EXTENSIONS, atomic_write_text, open_image, pil_to_tensor, resize_long_side, save_image,
                       sha256_file, tensor_to_pil)
@@ -94,10 +94,7 @@ class PrepareOptions:
                            ("out", "--out PAIRS_DIR is required (the pairs folder to write)")):
             if not getattr(self, name):
                 raise AtelierError(what)
-        for name, low in (("size", MIN_SIDE), ("limit", 0), ("seed", 0)):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < low:
-                raise AtelierError(f"--{name} must be a whole number >= {low}, got {v!r}")
+        check_whole(self, (("size", MIN_SIDE), ("limit", 0), ("seed", 0)))
         check_choices(self)
         if not isinstance(self.teacher_options, dict):
             raise AtelierError(f"--teacher-options must be key=value pairs, got {self.teacher_options!r}")
