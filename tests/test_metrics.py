@@ -1,12 +1,15 @@
-"""Quality metrics on hand-made images: known values, symmetry, bounds, and the histogram definition."""
+"""Quality metrics on hand-made images and nets: known values, invariances, symmetry, bounds, and the histogram
+definition."""
 
 import math
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from atelier import metrics
+from atelier.features.base import FeatureNet
 from conftest import TinyNet, make_image
 
 
@@ -14,10 +17,38 @@ def flat(rgb, h=16, w=16):
     return torch.tensor(rgb, dtype=torch.float32).view(1, 3, 1, 1).expand(1, 3, h, w).contiguous()
 
 
+class PointNet(FeatureNet):
+    """A hand-made judge of 1x1 convs only: each position's features depend on that pixel alone, so moving pixels
+    around moves their features with them. ``centred`` is the pixels minus 0.5 (signed, so unit vectors can point
+    opposite ways); ``mixed`` is a seeded random 1x1 conv over its ReLU."""
+
+    def __init__(self):
+        super().__init__(identity="point:hand-made")
+        centred = nn.Conv2d(3, 3, 1)
+        mixed = nn.Conv2d(3, 8, 1)
+        g = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            centred.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+            centred.bias.fill_(-0.5)
+            mixed.weight.copy_(torch.randn(mixed.weight.shape, generator=g))
+            mixed.bias.copy_(torch.randn(mixed.bias.shape, generator=g))
+        self.layers["centred"] = centred
+        self.layers["relu"] = nn.ReLU()
+        self.layers["mixed"] = mixed
+        self.freeze()
+
+
+LEVELS = ("centred", "mixed")
+
+
 def test_identical_images_score_perfectly(tiny_net):
     x = make_image(32, 40, 1)
     assert float(metrics.style_distance(x, x, tiny_net)) == pytest.approx(0.0, abs=1e-6)
+    assert float(metrics.style_meanstd_distance(x, x, tiny_net)) == pytest.approx(0.0, abs=1e-6)
     assert float(metrics.content_distance(x, x, tiny_net)) == pytest.approx(0.0, abs=1e-6)
+    assert float(metrics.unit_feature_distance(x, x, tiny_net)) == pytest.approx(0.0, abs=1e-6)
+    for name, d in metrics.judge_distances(x, x, x, tiny_net).items():
+        assert float(d) == pytest.approx(0.0, abs=1e-6), name
     assert float(metrics.ssim(x, x)) == pytest.approx(1.0, abs=1e-9)
     assert float(metrics.colour_distance(x, x)) == pytest.approx(0.0, abs=1e-6)
     assert math.isinf(float(metrics.psnr(x, x)))
@@ -26,16 +57,71 @@ def test_identical_images_score_perfectly(tiny_net):
 def test_different_images_score_above_zero(tiny_net):
     a, b = make_image(32, 40, 1), make_image(32, 40, 2)
     assert float(metrics.style_distance(a, b, tiny_net)) > 1e-4
+    assert float(metrics.style_meanstd_distance(a, b, tiny_net)) > 1e-4
     assert float(metrics.content_distance(a, b, tiny_net)) > 1e-4
+    assert float(metrics.unit_feature_distance(a, b, tiny_net)) > 1e-4
     assert float(metrics.ssim(a, b)) < 0.99
     assert float(metrics.colour_distance(a, b)) > 1e-3
     assert float(metrics.psnr(a, b)) < 40
 
 
-def test_style_distance_takes_images_of_different_sizes(tiny_net):
-    # Gram matrices are normalised by C*H*W, so a style image of another size is fine.
-    d = metrics.style_distance(make_image(32, 40, 1), make_image(48, 24, 2), tiny_net)
-    assert d.shape == (1,) and float(d) > 0
+def test_style_distances_take_images_of_different_sizes(tiny_net):
+    # Gram matrices are normalised by C*H*W and means/stds are per position, so a style of another size is fine.
+    for distance in (metrics.style_distance, metrics.style_meanstd_distance):
+        d = distance(make_image(32, 40, 1), make_image(48, 24, 2), tiny_net)
+        assert d.shape == (1,) and float(d) > 0
+
+
+def test_a_spatial_permutation_keeps_style_statistics_and_moves_content():
+    # Flipping the image flips a 1x1-conv net's features: the same multiset of feature vectors, in other places.
+    net, x = PointNet(), make_image(24, 32, 7)
+    d = metrics.judge_distances(x.flip(-1), x, x, net, style_layers=LEVELS, content_layers=LEVELS)
+    assert float(d["style_gram"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(d["style_meanstd"]) == pytest.approx(0.0, abs=1e-6)
+    assert float(d["content_unit"]) > 0.01
+
+
+def test_mean_std_distance_matches_the_definition_by_hand():
+    # At ``centred`` the features are the pixels minus 0.5: a constant shift moves every channel's mean by 0.1 and
+    # leaves its std alone, so only the mean term is non-zero.
+    net, x = PointNet(), make_image(24, 32, 8).clamp(0.0, 0.85)
+    shifted = x + 0.1
+    got = float(metrics.style_meanstd_distance(shifted, x, net, layers=["centred"]))
+    f, t = (shifted.double() - 0.5).numpy()[0], (x.double() - 0.5).numpy()[0]
+    mf, mt = f.mean((1, 2)), t.mean((1, 2))
+    sf, st = f.std((1, 2)), t.std((1, 2))  # numpy's std is the population std, as in the metric
+    expect = ((mf - mt) ** 2).sum() / ((mt ** 2).sum() + metrics.STAT_EPS) \
+        + ((sf - st) ** 2).sum() / ((st ** 2).sum() + metrics.STAT_EPS)
+    assert ((sf - st) ** 2).sum() < 1e-12 and got > 1e-3
+    assert got == pytest.approx(expect, rel=1e-4)
+    # A flat target has no spread at all: the distance stays finite.
+    assert math.isfinite(float(metrics.style_meanstd_distance(x, flat([0.3, 0.4, 0.5]), net, layers=LEVELS)))
+
+
+def test_unit_feature_distance_is_symmetric_bounded_and_blind_to_magnitude():
+    net, a, b = PointNet(), make_image(24, 32, 9), make_image(24, 32, 10)
+    ab = float(metrics.unit_feature_distance(a, b, net, layers=LEVELS))
+    assert ab == pytest.approx(float(metrics.unit_feature_distance(b, a, net, layers=LEVELS)), abs=1e-9)
+    assert 0.0 < ab <= 4.0
+    # An inverted image has opposite centred features everywhere: the bound, 4, is reached.
+    inverse = float(metrics.unit_feature_distance(a, 1.0 - a, net, layers=["centred"]))
+    assert inverse == pytest.approx(4.0, abs=1e-4) and inverse <= 4.0 + 1e-6
+    # Halving the contrast around 0.5 halves every centred feature vector but keeps its direction: distance 0.
+    assert float(metrics.unit_feature_distance(a, 0.5 + 0.5 * (a - 0.5), net, layers=["centred"])) == \
+        pytest.approx(0.0, abs=1e-6)
+
+
+def test_judge_distances_equal_the_single_metrics(tiny_net):
+    # One pass of the judge over the output for every level gives what the separate functions give.
+    out = torch.cat([make_image(32, 40, 11), make_image(32, 40, 12)])
+    content, style = make_image(32, 40, 13), make_image(40, 24, 14)
+    d = metrics.judge_distances(out, content, style, tiny_net, style_layers=metrics.STYLE_LAYERS,
+                                content_layers=("conv3_1", "conv4_2"))
+    assert d["style_gram"].shape == d["style_meanstd"].shape == d["content_unit"].shape == (2,)
+    torch.testing.assert_close(d["style_gram"], metrics.style_distance(out, style, tiny_net))
+    torch.testing.assert_close(d["style_meanstd"], metrics.style_meanstd_distance(out, style, tiny_net))
+    torch.testing.assert_close(d["content_unit"], metrics.unit_feature_distance(out, content, tiny_net,
+                                                                               layers=("conv3_1", "conv4_2")))
 
 
 def test_psnr_known_values():
@@ -102,3 +188,7 @@ def test_bad_shapes_are_refused(tiny_net):
         metrics.ssim(torch.rand(3, 16, 16), torch.rand(3, 16, 16))
     with pytest.raises(ValueError):
         metrics.content_distance(make_image(16, 16), make_image(20, 16), TinyNet())
+    with pytest.raises(ValueError):
+        metrics.unit_feature_distance(make_image(16, 16), make_image(20, 16), TinyNet())
+    with pytest.raises(ValueError):  # content must match the output's size; the style need not
+        metrics.judge_distances(make_image(16, 16), make_image(20, 16), make_image(16, 16), TinyNet())

@@ -3,10 +3,24 @@
 Every metric returns a float64 tensor ``[N]``, one value per image (``float(m)`` for a single image), so a batch of
 student outputs and a single benchmark image go through the same code.
 
-* ``style_distance``   Gram-matrix distance under a judge feature net (``losses.style_loss``'s relative form,
-                       averaged over conv1_1..conv5_1); 0 when the Gram statistics match. The two images may differ
-                       in size (Gram matrices are normalised by C*H*W).
-* ``content_distance`` relative feature distance at conv4_2 (``losses.content_loss``); same-size images.
+Under a judge feature net, at the levels the caller names (defaults: VGG19's conv1_1..conv5_1 for style, conv4_2
+for content; ``atelier.bench`` passes each judge's own levels), each averaged over its levels:
+
+* ``style_distance``         relative Gram distance ``|G(out) - G(style)|^2 / |G(style)|^2`` (``losses.style_loss``;
+                             Gram normalised by C*H*W, so the two images may differ in size); 0 when the Gram
+                             statistics match.
+* ``style_meanstd_distance`` per-channel mean and standard deviation over positions (AdaIN's statistics):
+                             ``|mu(out) - mu(style)|^2 / (|mu(style)|^2 + eps)`` plus the same for the stds; any sizes.
+* ``unit_feature_distance``  LPIPS without its learned weights (Zhang et al. 2018, Eq. 1 with w = 1): feature vectors
+                             unit-normalised along channels at each position, squared L2 distance, mean over
+                             positions; symmetric, 0 for identical images, at most 4; same-size images. Unlike
+                             LPIPS, levels are averaged rather than summed, so the bound does not grow with them.
+* ``content_distance``       relative feature distance ``|F(out) - F(content)|^2 / |F(content)|^2`` at one level
+                             (``losses.content_loss``); same-size images.
+* ``judge_distances``        the first three in one pass of the judge per image (what the benchmark records).
+
+Pixel metrics:
+
 * ``ssim``             structural similarity on luma (BT.601 Y), Gaussian window sigma 1.5, data range 1 (Wang et
                        al. 2004 as scikit-image implements it with ``gaussian_weights=True,
                        use_sample_covariance=False``); same-size images.
@@ -21,7 +35,7 @@ benchmark passes its judge network, tests pass a tiny seeded net.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +52,10 @@ HIST_BOUNDARY = (-3.0, 3.0)
 HIST_SIGMA = 0.02
 HIST_MAX_SIZE = 150
 _EPS = 1e-6
+# LPIPS's normalize_tensor epsilon: a position whose features are all zero stays a zero vector.
+UNIT_EPS = 1e-10
+# Keeps the mean/std distance finite for a flat target (all stds 0); negligible against real features' energy.
+STAT_EPS = 1e-6
 
 
 def _check(x: torch.Tensor, name: str = "image") -> torch.Tensor:
@@ -59,19 +77,64 @@ def _pair(a: torch.Tensor, b: torch.Tensor, same_size: bool = True) -> tuple[tor
 # ------------------------------------------------------------------------------------------- feature distances
 
 
+def _features(net: torch.nn.Module, x: torch.Tensor, layers: Sequence[str]) -> dict[str, torch.Tensor]:
+    # Each level once, even when it is both a style and a content level.
+    return net(x.to(next(net.parameters()).device), list(dict.fromkeys(layers)))
+
+
+def _per_image(term: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], fa: dict[str, torch.Tensor],
+               fb: dict[str, torch.Tensor], layers: Sequence[str]) -> torch.Tensor:
+    """Mean over ``layers`` of ``term(a_i, b_i)`` for each image i (``term`` sees ``[1,C,H,W]`` features: the losses
+    it reuses sum over their batch, and each image needs its own value)."""
+    out = []
+    for i in range(fa[layers[0]].shape[0]):
+        d = [float(term(fa[n][i:i + 1], fb[n][i:i + 1])) for n in layers]
+        out.append(sum(d) / len(d))
+    return torch.tensor(out, dtype=torch.float64)
+
+
+def _gram_term(f: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return style_loss(f, gram(target))
+
+
+def _meanstd_term(f: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    # Population std (correction 0): the deepest levels of a small image may hold a single position.
+    mf, sf = f.mean((2, 3)), f.std((2, 3), correction=0)
+    mt, st = target.mean((2, 3)), target.std((2, 3), correction=0)
+    return ((mf - mt).pow(2).sum() / (mt.pow(2).sum() + STAT_EPS)
+            + (sf - st).pow(2).sum() / (st.pow(2).sum() + STAT_EPS))
+
+
+def _unit(f: torch.Tensor) -> torch.Tensor:
+    return f / (f.pow(2).sum(1, keepdim=True).sqrt() + UNIT_EPS)
+
+
+def _unit_term(f: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (_unit(f) - _unit(target)).pow(2).sum(1).mean()
+
+
 @torch.no_grad()
 def style_distance(output: torch.Tensor, style: torch.Tensor, net: torch.nn.Module,
                    layers: Sequence[str] = STYLE_LAYERS) -> torch.Tensor:
     """Mean over ``layers`` of ``|G(out) - G(style)|^2 / |G(style)|^2`` (Gram matrices under ``net``)."""
     output, style = _pair(output, style, same_size=False)
-    device = next(net.parameters()).device
-    fo = net(output.to(device), list(layers))
-    fs = net(style.to(device), list(layers))
-    out = []
-    for i in range(output.shape[0]):
-        d = [float(style_loss(fo[n][i:i + 1], gram(fs[n][i:i + 1]))) for n in layers]
-        out.append(sum(d) / len(d))
-    return torch.tensor(out, dtype=torch.float64)
+    return _per_image(_gram_term, _features(net, output, layers), _features(net, style, layers), layers)
+
+
+@torch.no_grad()
+def style_meanstd_distance(output: torch.Tensor, style: torch.Tensor, net: torch.nn.Module,
+                           layers: Sequence[str] = STYLE_LAYERS) -> torch.Tensor:
+    """Mean over ``layers`` of the relative distance of per-channel means plus that of per-channel stds."""
+    output, style = _pair(output, style, same_size=False)
+    return _per_image(_meanstd_term, _features(net, output, layers), _features(net, style, layers), layers)
+
+
+@torch.no_grad()
+def unit_feature_distance(a: torch.Tensor, b: torch.Tensor, net: torch.nn.Module,
+                          layers: Sequence[str] = (CONTENT_LAYER,)) -> torch.Tensor:
+    """Mean over ``layers`` and positions of ``|f_a/|f_a| - f_b/|f_b||^2`` (channel vectors); in [0, 4]."""
+    a, b = _pair(a, b)
+    return _per_image(_unit_term, _features(net, a, layers), _features(net, b, layers), layers)
 
 
 @torch.no_grad()
@@ -79,11 +142,24 @@ def content_distance(output: torch.Tensor, content: torch.Tensor, net: torch.nn.
                      layer: str = CONTENT_LAYER) -> torch.Tensor:
     """``|F(out) - F(content)|^2 / |F(content)|^2`` at ``layer`` under ``net`` (same-size images)."""
     output, content = _pair(output, content)
-    device = next(net.parameters()).device
-    fo = net(output.to(device), [layer])[layer]
-    fc = net(content.to(device), [layer])[layer]
-    return torch.tensor([float(content_loss(fo[i:i + 1], fc[i:i + 1])) for i in range(output.shape[0])],
-                        dtype=torch.float64)
+    return _per_image(content_loss, _features(net, output, [layer]), _features(net, content, [layer]), [layer])
+
+
+@torch.no_grad()
+def judge_distances(output: torch.Tensor, content: torch.Tensor, style: torch.Tensor, net: torch.nn.Module,
+                    style_layers: Sequence[str] = STYLE_LAYERS,
+                    content_layers: Sequence[str] = (CONTENT_LAYER,)) -> dict[str, torch.Tensor]:
+    """``style_gram``, ``style_meanstd`` (output vs style, any sizes) and ``content_unit`` (output vs content, same
+    size): the values of ``style_distance``, ``style_meanstd_distance`` and ``unit_feature_distance``, with the
+    output run through ``net`` once for every level."""
+    output, content = _pair(output, content)
+    _, style = _pair(output, style, same_size=False)
+    fo = _features(net, output, [*style_layers, *content_layers])
+    fs = _features(net, style, style_layers)
+    fc = _features(net, content, content_layers)
+    return {"style_gram": _per_image(_gram_term, fo, fs, style_layers),
+            "style_meanstd": _per_image(_meanstd_term, fo, fs, style_layers),
+            "content_unit": _per_image(_unit_term, fo, fc, content_layers)}
 
 
 # ---------------------------------------------------------------------------------------------- pixel metrics

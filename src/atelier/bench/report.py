@@ -133,7 +133,8 @@ def load_results(out: os.PathLike | str) -> dict:
     last = meta["invocations"][-1]
     return {"format": FORMAT_VERSION, "atelier_version": __version__, "command": last["command"],
             "machine": last["machine"], "invocations": meta["invocations"], "judge": meta["signature"]["judge"],
-            "options": meta["options"], "pairs": meta["pairs"], "baseline": {
+            "judge_levels": meta["signature"]["judge_levels"], "options": meta["options"], "pairs": meta["pairs"],
+            "baseline": {
                 "method": BASELINE, "description": "full VGG19 (16 convs, 5 pools) every evaluation, one scale, "
                 "L-BFGS; atelier.baseline.textbook_gatys", "pairs": meta["options"]["baseline_pairs"]},
             "summary": _summarise(records, (meta["pairs"][0]["content_sha256"], meta["pairs"][0]["style_sha256"])),
@@ -161,10 +162,19 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+QUALITY_COLUMNS = ("style_gram", "style_meanstd", "content_unit", "ssim", "colour_hellinger")
+
+
+def _quality_cells(q: dict) -> str:
+    return " | ".join(f"{q[k]:.4f}" for k in QUALITY_COLUMNS)
+
+
 def render_markdown(results: dict) -> str:
     m, o = results["machine"], results["options"]
     gpu = f", GPU {m['gpu']}" if m.get("gpu") else ""
     random_judge = "random" in results["judge"]
+    levels = results["judge_levels"]
+    style_levels, content_levels = ", ".join(levels["style"]), ", ".join(levels["content"])
     n_c = len({p["content_sha256"] for p in results["pairs"]})
     n_s = len({p["style_sha256"] for p in results["pairs"]})
     lines = [
@@ -172,8 +182,9 @@ def render_markdown(results: dict) -> str:
         f"Command: `{results['command']}`  ",
         f"Machine: {m['cpu']}, {m['usable_cpus']} usable CPUs, {m['torch_threads']} torch threads, torch {m['torch']}, "
         f"device {m['device']}{gpu}; float32 matmul peak {m['matmul_peak_gflops']} GFLOP/s (measured in this run)  ",
-        f"Judge: `{results['judge']}`" + (" (seeded random weights: the quality numbers rank engines against each "
-                                          "other under this judge only)" if random_judge else "") + "  ",
+        f"Judge: `{results['judge']}`, style levels {style_levels}, content levels {content_levels}"
+        + (" (seeded random weights: the quality numbers rank engines against each other under this judge only)"
+           if random_judge else "") + "  ",
         f"Pairs: {len(results['pairs'])} ({n_c} contents x {n_s} styles, "
         f"{'auto: first by sha256 of the shared data' if o['pairs'] == 'auto' else o['pairs']}); "
         f"iterations {o['iterations']} per scale  ",
@@ -208,22 +219,20 @@ def render_markdown(results: dict) -> str:
               "in-process). GFLOP/s counts 2 FLOPs per multiply-accumulate of the Conv2d/Linear forwards and the "
               "backward passes they need (input gradients only for frozen nets), over the whole image's time.",
               "", f"## Quality (means over pairs; judge `{results['judge']}`)", "",
-              "| method | size | style distance ↓ | content distance ↓ | SSIM to content ↑ | colour Hellinger to "
-              "style ↓ |", "|---|---|---|---|---|---|"]
+              "| method | size | style Gram ↓ | style mean/std ↓ | content (unit features) ↓ | SSIM to content ↑ | "
+              "colour Hellinger to style ↓ |", "|---|---|---|---|---|---|---|"]
     for s in results["summary"]:
-        q = s["quality"]
-        lines.append(f"| {s['method']} | {s['size']} | {q['style_distance']:.4f} | {q['content_distance']:.4f} | "
-                     f"{q['ssim']:.4f} | {q['colour_hellinger']:.4f} |")
-    lines += ["", "Style distance: Gram-matrix distance to the style, relative, mean over conv1_1..conv5_1; content "
-              "distance: relative feature distance to the content at conv4_2; SSIM: luma, Gaussian window "
-              "sigma 1.5; colour: Hellinger distance of RGB-uv histograms (HistoGAN). All on the saved 8-bit "
-              "outputs.", "", "## Per image", "",
-              "| method | size | content | style | s | evals | final loss | style d. | content d. | SSIM | colour |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines.append(f"| {s['method']} | {s['size']} | {_quality_cells(s['quality'])} |")
+    lines += ["", "Under the judge: style Gram = relative Gram-matrix distance to the style; style mean/std = "
+              "relative distance of per-channel feature means plus that of stds; both mean over the style levels "
+              f"({style_levels}). Content = LPIPS-like without learned weights: channel vectors unit-normalised at "
+              "each position, squared distance averaged over positions (0 = same, at most 4), mean over the content "
+              f"levels ({content_levels}). SSIM: luma, Gaussian window sigma 1.5; colour: Hellinger distance of "
+              "RGB-uv histograms (HistoGAN). All on the saved 8-bit outputs.", "", "## Per image", "",
+              "| method | size | content | style | s | evals | final loss | style Gram | style mean/std | content | "
+              "SSIM | colour |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results["records"]:
-        q = r["quality"]
         lines.append(f"| {r['method']} | {r['size']} | {Path(r['content']).name} | {Path(r['style']).name} | "
                      f"{r['seconds']:.2f} | {r['evaluations']} | {_fmt(r['final_loss'], 4)} | "
-                     f"{q['style_distance']:.4f} | {q['content_distance']:.4f} | {q['ssim']:.4f} | "
-                     f"{q['colour_hellinger']:.4f} |")
+                     f"{_quality_cells(r['quality'])} |")
     return "\n".join(lines) + "\n"

@@ -1,5 +1,9 @@
 """``run``: plan, run every pending job, score each finished image with the judge, and write the reports.
 
+Scoring (``_score``), on the saved 8-bit output: under the judge at its ``JUDGE_LEVELS``, ``style_gram`` and
+``style_meanstd`` against the style and ``content_unit`` against the content (``metrics.judge_distances``); then
+``ssim`` to the content and ``colour_hellinger`` to the style. The content is resized to the output's size first.
+
 Resume. Keys are (method, content sha256, style sha256, size, iterations, judge). A second run with the same ``out``
 and the same arguments skips finished records; different arguments in a non-empty ``out`` are refused (use a new
 ``out`` or delete the old one): numbers made under different settings never share a table.
@@ -17,12 +21,12 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .. import __version__
-from ..images import atomic_path, open_image, pil_to_tensor
+from ..images import atomic_path, open_image, pil_to_tensor, resize_to
 from .files import append_jsonl, read_jsonl, write_json
 from .inputs import Plan, prepare
 from .jobs import run_subprocess, run_job
 from .measure import machine_facts
-from .options import FORMAT_VERSION, BenchOptions
+from .options import FORMAT_VERSION, JUDGE_LEVELS, BenchOptions
 from .report import write_reports
 
 
@@ -35,18 +39,20 @@ def _score(plan: Plan, raw: dict, machine: dict) -> dict:
 
     size = raw["size"]
     out_img = pil_to_tensor(open_image(plan.out / raw["output"]))  # the saved 8-bit file, as a user gets it
-    content = plan.inputs[(raw["content_sha256"], size)]
+    # Content-side metrics compare equal sizes; an engine may return a size a pixel off the input's.
+    content = resize_to(plan.inputs[(raw["content_sha256"], size)], tuple(out_img.shape[-2:]))
     style = plan.inputs[(raw["style_sha256"], size)]
     net = plan.judge
+    levels = JUDGE_LEVELS[plan.options.judge]
     pair = next(p for p in plan.pairs
                 if (p.content_sha256, p.style_sha256) == (raw["content_sha256"], raw["style_sha256"]))
     rec = dict(raw)
     rec.update(judge=net.identity, content=pair.content, style=pair.style,
                matmul_peak_gflops=machine["matmul_peak_gflops"], atelier_version=__version__,
                finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    judged = metrics.judge_distances(out_img, content, style, net, levels["style"], levels["content"])
     rec["quality"] = {
-        "style_distance": float(metrics.style_distance(out_img, style, net)),
-        "content_distance": float(metrics.content_distance(out_img, content, net)),
+        **{k: float(v) for k, v in judged.items()},  # style_gram, style_meanstd, content_unit
         "ssim": float(metrics.ssim(out_img, content)),
         "colour_hellinger": float(metrics.colour_distance(out_img, style)),
     }
