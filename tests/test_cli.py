@@ -145,8 +145,8 @@ def test_help_shows_defaults(capsys):
     with pytest.raises(SystemExit):
         main(["stylize", "--help"])
     text = capsys.readouterr().out
-    for expected in ("--iterations", "(default: 200)", "conv1_1,conv2_1,conv3_1,conv4_1,conv5_1",
-                     "--preserve-color", "--vgg-weights"):
+    for expected in ("--iterations", "default: the method's", "default: the feature net's", "(default: 512)",
+                     "--preserve-color", "--vgg-weights", "--effnet-weights"):
         assert expected in text
 
 

@@ -6,10 +6,17 @@ from atelier.config import StylizeOptions
 from atelier.errors import AtelierError
 
 
-def test_defaults_validate():
+def test_defaults_validate_and_leave_per_method_fields_to_the_method():
+    from atelier.config import METHOD_DEFAULTS
+
     o = StylizeOptions().validate()
-    assert o.content_layers == ("conv4_2",)
-    assert o.style_layers == ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+    assert all(getattr(o, name) is None for name in METHOD_DEFAULTS)
+    r = o.resolved({"content_layers": ("conv4_2",), "style_layers": ("conv1_1",), "iterations": 5,
+                    "style_weight": 2.0, "tv_weight": 0.0, "scales": "none"})
+    assert r.content_layers == ("conv4_2",) and r.iterations == 5 and r.scale_sizes() == [512]
+    assert StylizeOptions(iterations=9).resolved(dict(r.__dict__)).iterations == 9  # given values win
+    with pytest.raises(ValueError, match="lack"):
+        o.resolved({"iterations": 5})
 
 
 @pytest.mark.parametrize("bad", [

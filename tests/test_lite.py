@@ -99,10 +99,13 @@ def test_bundled_encoder_is_small_trained_and_loads():
     assert weights.is_file(), "the bundled lite encoder must ship in src/atelier/weights/lite"
     assert weights.stat().st_size <= 1.5 * 1024 * 1024
     config = json.loads((BUNDLED / "config.json").read_text())
-    assert config["kind"] == KIND and config["training"]["steps"] > 0
+    assert config["kind"] == KIND and config["architecture"]["type"] == "effnet"
+    assert config["training"]["source"].startswith("efficientnet-lite0:imagenet(")
     net = load_lite()
     assert net.identity.startswith("lite:bundled(sha256:") and not net.is_random
-    assert (BUNDLED / "MODEL_CARD.md").read_text().strip()
+    assert {"b7_dw", "b11_dw"} <= set(net.layer_names)
+    card = (BUNDLED / "MODEL_CARD.md").read_text()
+    assert "Apache-2.0" in card
 
 
 def test_lite_is_the_default_method_and_runs_offline(tmp_path):

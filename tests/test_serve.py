@@ -161,7 +161,7 @@ def test_models_lists_students_engines_options_and_limits(tmp_path):
     assert engines["gatys"]["available"] is False and "VGG19" in engines["gatys"]["reason"]
     opts = {o["name"]: o for o in engines["lite"]["options"]}
     assert opts["size"]["max"] == 256 and opts["size"]["default"] == 256  # default capped by max_size
-    assert opts["iterations"]["max"] == 50 and opts["iterations"]["default"] == 50
+    assert opts["iterations"]["max"] == 50 and opts["iterations"]["default"] is None  # None: the method's own
     assert opts["preserve_color"]["choices"] == ["none", "luminance", "histogram"]
     assert opts["init"]["choices"] == ["content", "random"]
     assert {"lite_model", "vgg_weights", "device", "save_every", "lbfgs_history", "max_pixels"}.isdisjoint(opts)

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from . import __version__, registry
-from .config import StylizeOptions
+from .config import DEFAULT_METHOD, StylizeOptions
 from .errors import AtelierError
 from .images import load_image, pil_to_tensor, resize_long_side, save_image, tensor_to_pil
 from .methods.feedforward import KIND as STUDENT_KIND
@@ -140,7 +140,7 @@ def student_for(method: Any = "lite", model: Optional[ModelLike] = None) -> Opti
 
 
 def stylize(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike], None] = None,
-            method: Union[str, StudentModel] = "lite", *, model: Optional[ModelLike] = None,
+            method: Union[str, StudentModel] = DEFAULT_METHOD, *, model: Optional[ModelLike] = None,
             callback: Optional[Callback] = None, **options: Any) -> StylizeResult:
     """Stylise ``content`` in the style of ``style`` (one image or several, blended by ``style_weights``).
 
@@ -159,8 +159,8 @@ def stylize(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike], Non
     if tile:
         raise AtelierError(f"--tile works with student models (--model) only; method {method} optimises the "
                            "whole image at once")
-    opts = StylizeOptions.from_kwargs(**options)
     m = registry.create("method", method)
+    opts = m.resolve(StylizeOptions.from_kwargs(**options))
     if style is None:
         raise AtelierError(f"a style image is needed for method {method}; pass one (--style), or use a trained "
                            "student (--model)")
@@ -223,8 +223,12 @@ def list_methods() -> list[dict[str, Any]]:
     for name in registry.names("method"):
         m = registry.create("method", name)
         ok, reason = m.availability()
+        try:  # the defaults an option left unset takes (a damaged --lite-model folder has none to give)
+            defaults = {k: (list(v) if isinstance(v, tuple) else v) for k, v in m.defaults().items()}
+        except AtelierError:
+            defaults = {}
         out.append({"name": name, "kind": "optimisation", "description": m.description, "available": ok,
-                    "reason": reason})
+                    "reason": reason, "defaults": defaults})
     for st in list_students():  # bundled students: run with --model NAME (or method=NAME)
         out.append({"name": st["name"], "kind": STUDENT_KIND, "description": st["description"], "available": True,
                     "reason": f"bundled student model folder {st['folder']}; use --model {st['name']}"})

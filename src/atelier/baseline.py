@@ -23,7 +23,7 @@ from torch import nn
 
 from .config import StylizeOptions
 from .losses import gram
-from .methods.optimize import objective
+from .methods.optimize import GatysMethod, objective
 from .progress import Callback, StepInfo
 
 _PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
@@ -95,7 +95,7 @@ def textbook_gatys(content: torch.Tensor, style: torch.Tensor, net: nn.Module,
     ``(seconds since start, loss)`` per evaluation. ``callback`` gets a ``StepInfo`` per evaluation
     (engine ``"textbook"``), like the engines' callbacks.
     """
-    o = options or StylizeOptions()
+    o = GatysMethod().resolve(options or StylizeOptions())  # VGG19's defaults for what the caller left unset
     full = net if isinstance(net, TextbookVGG19) else TextbookVGG19.from_feature_net(net)
     full = full.to(content.device)
     t0 = time.perf_counter()  # like the engine's clock: target features count, building the net does not

