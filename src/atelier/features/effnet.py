@@ -80,13 +80,15 @@ class BlockSpec:
         return self.stride == 1 and self.cin == self.cout
 
 
-def plan(variant: str) -> tuple[int, list[BlockSpec]]:
-    """(stem width, block specs) of a variant, block by block as in the state dict."""
+def plan(variant: str, expand: Optional[int] = None) -> tuple[int, list[BlockSpec]]:
+    """(stem width, block specs) of a variant, block by block as in the state dict. ``expand`` replaces the
+    expansion ratio of the blocks that expand (6 in EfficientNet-Lite): a narrower net with the same levels."""
     v = VARIANTS[variant]
     blocks, cin = [], v["stem"]
     for s, (ratio, k, cout, n) in enumerate(v["stages"]):
         for i in range(n):
-            blocks.append(BlockSpec(cin, cin * ratio, cout, k, STAGE_STRIDES[s] if i == 0 else 1, ratio != 1))
+            r = ratio if ratio == 1 or expand is None else expand
+            blocks.append(BlockSpec(cin, cin * r, cout, k, STAGE_STRIDES[s] if i == 0 else 1, ratio != 1))
             cin = cout
     return v["stem"], blocks
 
@@ -394,11 +396,14 @@ def folded_state(net: EfficientNetLite) -> dict[str, torch.Tensor]:
 
 
 def from_folded(state: dict[str, torch.Tensor], variant: str, blocks: int, identity: str,
-                where: str = "weights") -> EfficientNetLite:
-    """Rebuild the first ``blocks`` blocks of a variant from ``folded_state`` tensors, checking every shape."""
+                where: str = "weights", expand: Optional[int] = None) -> EfficientNetLite:
+    """Rebuild the first ``blocks`` blocks of a variant (with expansion ratio ``expand``, default the variant's) from
+    ``folded_state`` tensors, checking every shape."""
     if variant not in VARIANTS:
         raise AtelierError(f"{where}: unknown EfficientNet variant {variant!r}; choose from: {', '.join(VARIANTS)}")
-    stem_width, specs = plan(variant)
+    if expand is not None and (isinstance(expand, bool) or not isinstance(expand, int) or not 1 <= expand <= 6):
+        raise AtelierError(f"{where}: expand must be a whole number in 1..6, got {expand!r}")
+    stem_width, specs = plan(variant, expand)
     if isinstance(blocks, bool) or not isinstance(blocks, int) or not 1 <= blocks <= len(specs):
         raise AtelierError(f"{where}: blocks must be a whole number in 1..{len(specs)}, got {blocks!r}")
     specs = specs[:blocks]
@@ -435,3 +440,27 @@ def blocks_for(layers: Sequence[str]) -> int:
         if name != "stem":
             need = max(need, int(name[1:].split("_")[0]) + 1)
     return need
+
+
+def narrow(state: dict[str, torch.Tensor], variant: str, blocks: int, expand: int) -> dict[str, torch.Tensor]:
+    """``folded_state`` tensors of a net cut to ``blocks`` blocks with expansion ratio ``expand``: in each block
+    that expands, keep the hidden channels that feed the block's output most (largest L1 norm of their column of
+    the projection). The start of ``atelier train lite --teacher-weights effnet``: structured pruning, then
+    distillation recovers what the dropped channels carried."""
+    _, full = plan(variant)
+    _, small = plan(variant, expand)
+    out = {k: v.clone() for k, v in state.items() if not k.startswith("blocks.")}
+    for i, (big, spec) in enumerate(zip(full[:blocks], small[:blocks])):
+        p = f"blocks.{i}"
+        keep = torch.arange(big.hidden)
+        if spec.expand and spec.hidden < big.hidden:
+            importance = state[f"{p}.project.weight"].abs().sum(dim=(0, 2, 3))
+            keep = importance.topk(spec.hidden).indices.sort().values
+        if spec.expand:
+            out[f"{p}.expand.weight"] = state[f"{p}.expand.weight"][keep].clone()
+            out[f"{p}.expand.bias"] = state[f"{p}.expand.bias"][keep].clone()
+        out[f"{p}.dw.weight"] = state[f"{p}.dw.weight"][keep].clone()
+        out[f"{p}.dw.bias"] = state[f"{p}.dw.bias"][keep].clone()
+        out[f"{p}.project.weight"] = state[f"{p}.project.weight"][:, keep].clone()
+        out[f"{p}.project.bias"] = state[f"{p}.project.bias"].clone()
+    return out

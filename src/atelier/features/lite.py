@@ -159,11 +159,11 @@ def load_lite(weights: Optional[str] = None, pooling: str = "max", seed: int = 0
                 raise AtelierError(f"--pooling {pooling} applies to VGG-shaped nets; this lite encoder is a truncated "
                                    "EfficientNet, which downsamples with strided convs")
             arch = config["architecture"]
-            unknown = sorted(set(arch) - {"type", "variant", "blocks"})
+            unknown = sorted(set(arch) - {"type", "variant", "blocks", "expand"})
             if unknown:
                 raise AtelierError(f"{folder}: unknown architecture argument(s) {', '.join(unknown)}")
             net = from_folded(dequantize_int8(sd, str(folder)), arch.get("variant"), arch.get("blocks"), identity,
-                              where=str(folder))
+                              where=str(folder), expand=arch.get("expand"))
         else:
             arch = check_arch(config["architecture"], where=str(folder))
             net = LiteEncoder(arch["widths"], arch["convs"], pooling, identity, False)

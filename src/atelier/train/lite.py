@@ -2,6 +2,11 @@
 
 Objectives:
 
+* ``distill`` from ``--teacher-weights effnet`` (EfficientNet-Lite0 ImageNet): the student is the same net cut after
+  block 11 with a narrower expansion (``--expand``, 2 against the teacher's 6), started from the teacher's own
+  weights by keeping each block's most-used hidden channels (``features.effnet.narrow``), then distilled on the
+  levels the engine uses (effnet's default content and style levels) through 1x1 adapters as below.
+
 * ``distill`` (after Collaborative Distillation, Wang et al. 2020): a 1x1 adapter per level maps the encoder's
   features to the teacher's channels; the loss is the relative squared error of the adapted features against the
   teacher's (VGG19's conv1_1, conv2_1, conv3_1, conv4_1, conv4_2, conv5_1, pre-ReLU, at the same resolutions) plus
@@ -24,25 +29,34 @@ from torch.nn import functional as F
 
 from ..config import LiteTrainOptions
 from ..errors import AtelierError
-from ..features.lite import KIND, LiteEncoder, build_lite, encoder_state
+from ..features.base import FeatureNet
+from ..features.lite import EFFNET_TYPE, KIND, LiteEncoder, build_lite, encoder_state
 from ..losses import content_loss, gram, style_loss
 from .trainer import Task, model_card
 
-LEVELS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv4_2", "conv5_1")
+LEVELS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv4_2", "conv5_1")  # VGG-shaped encoders
+EFFNET_BLOCKS = 12  # the effnet student ends where effnet's default levels end (b11_dw)
+
+
+def effnet_levels() -> tuple[str, ...]:
+    from ..features.effnet import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS
+
+    return (*DEFAULT_STYLE_LAYERS, *DEFAULT_CONTENT_LAYERS)
 
 
 class Distiller(nn.Module):
     """Encoder + one 1x1 adapter per level, mapping its channels to the teacher's."""
 
-    def __init__(self, encoder: LiteEncoder, teacher_channels: dict[str, int]):
+    def __init__(self, encoder: FeatureNet, teacher_channels: dict[str, int], levels: tuple[str, ...] = LEVELS):
         super().__init__()
-        self.encoder = encoder
-        widths = {name: encoder.layers[name].out_channels for name in LEVELS}
-        self.adapters = nn.ModuleDict({name: nn.Conv2d(widths[name], teacher_channels[name], 1) for name in LEVELS})
+        self.encoder, self.levels = encoder, levels
+        with torch.no_grad():  # each level's width, from one tiny probe
+            widths = {k: v.shape[1] for k, v in encoder(torch.zeros(1, 3, 32, 32), levels).items()}
+        self.adapters = nn.ModuleDict({name: nn.Conv2d(widths[name], teacher_channels[name], 1) for name in levels})
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        feats = self.encoder(x, LEVELS)
-        return {name: self.adapters[name](feats[name]) for name in LEVELS}
+        feats = self.encoder(x, self.levels)
+        return {name: self.adapters[name](feats[name]) for name in self.levels}
 
 
 class Autoencoder(nn.Module):
@@ -90,14 +104,34 @@ class LiteTask(Task):
     kind = KIND
     options: LiteTrainOptions
 
+    @property
+    def effnet(self) -> bool:
+        return self.options.teacher_weights.strip().lower() == "effnet"
+
+    @property
+    def levels(self) -> tuple[str, ...]:
+        return effnet_levels() if self.effnet else LEVELS
+
     def build(self, device: torch.device) -> dict[str, nn.Module]:
         o = self.options
-        encoder = build_lite({"widths": list(o.widths), "convs": list(o.convs)}, seed=o.seed)
+        if self.effnet:
+            if o.objective != "distill":
+                raise AtelierError("--teacher-weights effnet works with --objective distill only")
+            from ..features.effnet import folded_state, from_folded, load_effnet, narrow
+
+            self.teacher = load_effnet(device=device)
+            state = {k: v.cpu() for k, v in folded_state(self.teacher).items()
+                     if not k.startswith("blocks.") or int(k.split(".")[1]) < EFFNET_BLOCKS}
+            encoder: FeatureNet = from_folded(narrow(state, "lite0", EFFNET_BLOCKS, o.expand), "lite0",
+                                              EFFNET_BLOCKS, "lite:training", expand=o.expand)
+        else:
+            encoder = build_lite({"widths": list(o.widths), "convs": list(o.convs)}, seed=o.seed)
         torch.manual_seed(o.seed)  # the adapters' / decoder's default init
         if o.objective == "distill":
-            self.teacher = self._teacher(device)
-            probe = self.teacher(torch.zeros(1, 3, 16, 16, device=device), LEVELS)
-            model: nn.Module = Distiller(encoder, {k: v.shape[1] for k, v in probe.items()})
+            if not self.effnet:
+                self.teacher = self._teacher(device)
+            probe = self.teacher(torch.zeros(1, 3, 32, 32, device=device), self.levels)
+            model: nn.Module = Distiller(encoder, {k: v.shape[1] for k, v in probe.items()}, self.levels)
         else:
             self.teacher = None
             model = Autoencoder(encoder)
@@ -120,11 +154,12 @@ class LiteTask(Task):
         opt = optimizers["main"]
         opt.zero_grad(set_to_none=True)
         if o.objective == "distill":
+            levels = self.levels
             with torch.no_grad():
-                target = self.teacher(batch, LEVELS)
+                target = self.teacher(batch, levels)
             adapted = models["student"](batch)
-            feat = sum(content_loss(adapted[k], target[k]) for k in LEVELS) / len(LEVELS)
-            grams = sum(style_loss(adapted[k], gram(target[k])) for k in LEVELS) / len(LEVELS)
+            feat = sum(content_loss(adapted[k], target[k]) for k in levels) / len(levels)
+            grams = sum(style_loss(adapted[k], gram(target[k])) for k in levels) / len(levels)
             loss = o.feature_weight * feat + o.gram_weight * grams
             parts = {"loss": float(loss.detach()), "feature": float(feat.detach()), "gram": float(grams.detach())}
         else:
@@ -142,9 +177,10 @@ class LiteTask(Task):
         model = modules["student"]
         if self.options.objective == "distill":
             adapted = model(batch)
-            target = self.teacher(batch, LEVELS)
-            cols = [batch, _feature_tile(target["conv2_1"], size), _feature_tile(adapted["conv2_1"], size),
-                    _feature_tile(target["conv4_2"], size), _feature_tile(adapted["conv4_2"], size)]
+            target = self.teacher(batch, self.levels)
+            shallow, content = self.levels[1], self.levels[-1]  # a fine style level and the content level
+            cols = [batch, _feature_tile(target[shallow], size), _feature_tile(adapted[shallow], size),
+                    _feature_tile(target[content], size), _feature_tile(adapted[content], size)]
         else:
             recon, _ = model(batch)
             cols = [batch, recon.clamp(0, 1)]
@@ -161,6 +197,12 @@ class LiteTask(Task):
             facts["variance_weight"] = self.options.variance_weight
         params = sum(p.numel() for p in encoder.parameters())
         facts["parameters"] = params
+        if self.effnet:
+            from ..features.effnet import folded_state
+
+            facts["expand"] = self.options.expand
+            return folded_state(encoder), {"type": EFFNET_TYPE, "variant": "lite0", "blocks": EFFNET_BLOCKS,
+                                           "expand": self.options.expand}, facts
         return encoder_state(encoder), dict(encoder.arch), facts
 
     def card(self, facts: dict[str, Any]) -> str:
