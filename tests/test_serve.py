@@ -553,3 +553,13 @@ def test_load_300_requests_8_concurrent_real_server(tmp_path):
     assert sizes == {(64, 43)}
     assert lanes["stylize"]["pending"] == 0
     assert seconds < 20, f"300 requests took {seconds:.1f} s"
+
+
+def test_job_without_iterations_takes_the_engines_default_within_the_limit(tmp_path):
+    files = [("image", ("photo.png", image_bytes(), "image/png")),
+             ("style", ("style.png", image_bytes(40, 40, seed=1, noise=True), "image/png"))]
+    with make_client(tmp_path, max_iterations=3) as c:  # lite's own default (60) is above this service's limit
+        r = c.post("/v1/jobs", files=files, data={"size": "32", "scales": "none"})
+        assert r.status_code == 202, r.text
+        job = wait_job(c, r.json()["id"])
+    assert job["state"] == "done" and job["progress"]["evaluations"] == 3

@@ -78,7 +78,7 @@ register("method", "lite", "atelier.methods.optimize:lite_method",
          description="the same optimisation over the bundled 1 MB encoder (EfficientNet-Lite0 ImageNet cut after "
                      "block 11, int8; nothing to download; the default)")
 register("method", "gatys", "atelier.methods.optimize:gatys_method",
-         description="Gatys et al. optimisation over VGG19 features (best quality, needs VGG19 weights)")
+         description="Gatys et al. optimisation over VGG19 features (the classic; needs VGG19's 548 MB weights)")
 register("generator", "unet", "atelier.nets.unet:UNetGenerator",
          description="pix2pix U-Net with skip connections (the reference student)")
 register("generator", "resnet", "atelier.nets.resnet:ResNetGenerator",

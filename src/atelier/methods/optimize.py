@@ -259,7 +259,7 @@ def _cached_net(name: str, weights: Optional[str], pooling: str, device: str) ->
 
 class GatysMethod(OptimizeMethod):
     name = "gatys"
-    description = "Gatys et al. optimisation over VGG19 features (best quality; needs VGG19 weights)"
+    description = "Gatys et al. optimisation over VGG19 features (the classic; needs VGG19's 548 MB weights)"
 
     def net_class(self, options: StylizeOptions) -> type:
         from ..features.vgg import VGG19
