@@ -52,3 +52,10 @@ def test_auto_scales_grow_by_about_1_4():
     assert 110 <= sizes[0] <= 150 and sizes[-1] == 2048
     ratios = [b / a for a, b in zip(sizes, sizes[1:])]
     assert all(1.3 < r < 1.5 for r in ratios)
+
+
+def test_list_options_from_the_api_accept_comma_strings_and_lists():
+    o = StylizeOptions.from_kwargs(style_layers="stem, b1_dw", content_layers=["b7_dw"], style_weights="0.7,0.3")
+    assert o.style_layers == ("stem", "b1_dw") and o.content_layers == ("b7_dw",) and o.style_weights == (0.7, 0.3)
+    with pytest.raises(AtelierError, match="comma-separated float"):
+        StylizeOptions.from_kwargs(style_weights="a,b")

@@ -90,7 +90,7 @@ class StylizeOptions:
     def from_kwargs(cls, **kwargs: Any) -> "StylizeOptions":
         """Build from keyword options, refusing unknown names with the list of valid ones."""
         check_known(cls, kwargs)
-        return cls(**kwargs).validate()
+        return cls(**coerce_lists(cls, kwargs)).validate()
 
     def validate(self) -> "StylizeOptions":
         def finite_nonneg(name: str) -> None:
@@ -151,6 +151,22 @@ def check_known(cls: type, kwargs: dict[str, Any], what: str = "option") -> None
     unknown = sorted(set(kwargs) - valid)
     if unknown:
         raise AtelierError(f"unknown {what}(s) {', '.join(unknown)}; valid {what}s: {', '.join(sorted(valid))}")
+
+
+def coerce_lists(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """List options (``list_of`` fields) from the Python API as tuples: ``"b1_dw,b3_dw"`` and ``["b1_dw"]`` alike (a
+    bare string would otherwise become a tuple of its characters)."""
+    out = dict(kwargs)
+    for f in fields(cls):
+        kind, v = f.metadata.get("list_of"), out.get(f.name)
+        if kind and isinstance(v, (list, tuple, str)):
+            items = [t.strip() for t in v.split(",") if t.strip()] if isinstance(v, str) else list(v)
+            try:
+                out[f.name] = tuple(kind(t) for t in items)
+            except (TypeError, ValueError):
+                raise AtelierError(f"--{_flag(f.name)} takes comma-separated {kind.__name__} values, got "
+                                   f"{v!r}") from None
+    return out
 
 
 def check_choices(obj: Any) -> None:
@@ -215,17 +231,7 @@ class TrainOptions:
         for name in ("out", "run_dir"):
             if kwargs.get(name) is not None:
                 kwargs[name] = str(kwargs[name])
-        for name, f in ((f.name, f) for f in fields(cls)):  # comma lists from the Python API
-            kind = f.metadata.get("list_of")
-            if kind and isinstance(kwargs.get(name), (list, tuple, str)):
-                v = kwargs[name]
-                items = [t.strip() for t in v.split(",") if t.strip()] if isinstance(v, str) else list(v)
-                try:
-                    kwargs[name] = tuple(kind(t) for t in items)
-                except (TypeError, ValueError):
-                    raise AtelierError(f"--{_flag(name)} takes comma-separated {kind.__name__} values, got "
-                                       f"{v!r}") from None
-        return cls(**kwargs).validate()
+        return cls(**coerce_lists(cls, kwargs)).validate()
 
     def validate(self) -> "TrainOptions":
         if not self.images:

@@ -14,8 +14,9 @@ bottom/right), which is what the weights were trained with.
 
 Levels, named after the state dict's block indices (0-based, as in ``_blocks.N``): ``stem`` (1/2 resolution), and
 per block ``bN_expand`` (post-ReLU6 1x1 expansion; not in block 0), ``bN_dw`` (post-ReLU6 depthwise output) and
-``bN`` (the block's linear output, after the residual add). Defaults (chosen by measurement, see the model card in
-benchmarks/README.md): style from the depthwise outputs of the stem and of the first block of stages 2-4 and 6
+``bN`` (the block's linear output, after the residual add). Defaults (chosen by measurement against block outputs,
+expansions and other content levels: benchmarks/README.md section 4b): style from the depthwise outputs of the stem
+and of the first block of stages 2-4 and 6
 (``stem, b1_dw, b3_dw, b5_dw, b11_dw`` at 1/2..1/32: VGG's conv1_1..conv5_1 one octave down), content from
 ``b7_dw`` (1/16).
 

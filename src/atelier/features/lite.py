@@ -1,20 +1,23 @@
-"""The lite encoder: a tiny VGG-shaped CNN (about 0.6 M parameters, about 1.2 MB in fp16) that ships inside the
-package, so the optimisation engine runs the moment ``pip install`` finishes.
+"""The lite encoder: the small feature net that ships inside the package (``atelier/weights/lite``), so the default
+engine runs the moment ``pip install`` finishes. A lite model folder (kind ``lite_encoder``) holds one of two
+architectures, told apart by ``config.json``'s ``architecture``:
 
-Contract: see ``base.py``. The encoder exposes VGG19's layer names at VGG19's resolutions (``conv1_1`` full size,
-``conv2_1`` at 1/2, ``conv3_1`` at 1/4, ``conv4_1``/``conv4_2`` at 1/8, ``conv5_1`` at 1/16) so every option of the
-gatys engine (layers, weights, pooling) means the same thing here, and so it can be distilled from VGG19 level by
-level. It is narrow (16..256 channels against VGG's 64..512) and shallow (one or two convs per block against two or
-four), which is where the speed comes from: most of VGG19's work is its full- and half-resolution 64/128-channel
-convs.
+* ``{"type": "effnet", "variant": "lite0", "blocks": N[, "expand": R]}``: EfficientNet-Lite0 cut after block N-1,
+  BatchNorm folded, built by ``features.effnet.from_folded`` (contract and level names: ``effnet.py``). The bundled
+  encoder is this: ImageNet weights cut after block 11 with int8 conv weights (``make_lite_from_effnet``,
+  ``atelier weights make-lite``). ``atelier train lite --teacher-weights effnet`` writes the narrowed variant
+  (``expand`` < 6).
+* ``{"widths": [...], "convs": [...]}`` (no type): a tiny VGG-shaped CNN (``LiteEncoder``) exposing VGG19's layer
+  names at VGG19's resolutions (``conv1_1`` full size ... ``conv5_1`` at 1/16), so every option of the gatys engine
+  means the same thing and it can be distilled from VGG19 level by level (``atelier train lite --teacher-weights
+  vgg19|random``). ``widths`` are the channels of blocks 1..5, ``convs`` the convs per block (block 4 needs two, for
+  ``conv4_2``); input normalisation is ImageNet mean/std.
 
-Architecture arguments (stored in the model folder's ``config.json``, never taken from flags at load time):
-``widths`` (channels of blocks 1..5) and ``convs`` (convs per block; block 4 needs two, for ``conv4_2``). Input
-normalisation is ImageNet mean/std, like VGG19, so a distilled encoder sees what its teacher saw.
+Architectures are rebuilt from the stored config, never from flags. Each class carries its own engine defaults
+(``net_class`` finds the class from config.json alone, so the lite method knows them before loading weights).
 
-Where the weights come from (``load_lite``): ``None`` is the bundled model folder ``atelier/weights/lite``;
-``"random"`` is a seeded He initialisation (untrained; outputs labelled random); anything else is a model folder
-written by ``atelier train lite``.
+Where the weights come from (``load_lite``): ``None`` is the bundled folder; ``"random"`` is a seeded He-initialised
+VGG-shaped encoder (untrained; outputs labelled random); anything else is a model folder.
 """
 
 from __future__ import annotations
