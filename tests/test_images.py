@@ -509,3 +509,96 @@ def test_list_images(tmp_path):
     assert all(isinstance(p, Path) and p.parent == tmp_path for p in list_images(str(tmp_path)))
     assert str(tmp_path / "nope") in _error(list_images, tmp_path / "nope")
     _error(list_images, tmp_path / "a.png")
+
+
+# ---- the one input gate (issue 12, defects 5-7): every kind of input gives the pixels of the same file read by path
+
+
+def _gate_and_file(img, tmp_path, name="x.png"):
+    from atelier.images import load_image, to_image_tensor
+
+    path = tmp_path / name
+    img.save(path)
+    return to_image_tensor(img), load_image(path)
+
+
+@pytest.mark.parametrize("mode", ["I;16", "F", "RGBA", "LA", "P", "L"])
+def test_pil_images_of_every_mode_match_the_same_file_read_by_path(mode, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    g = np.random.default_rng(0)
+    if mode == "I;16":
+        img = Image.fromarray(g.integers(0, 65535, (12, 16), dtype=np.uint16))
+    elif mode == "F":
+        img = Image.fromarray(g.random((12, 16), dtype=np.float32))
+    else:
+        img = Image.fromarray(g.integers(0, 255, (12, 16, 4), dtype=np.uint8), "RGBA").convert(mode)
+    if mode == "F":  # Pillow cannot write F to PNG: compare with its 8-bit rendering, as _to_rgb scales it
+        from atelier.images import to_image_tensor
+
+        t = to_image_tensor(img)
+        want = torch.from_numpy(np.rint(np.asarray(img) * 255) / 255).float()
+        assert torch.allclose(t[0, 0], want, atol=1 / 255 + 1e-6) and 0.2 < float(t.mean()) < 0.8
+        return
+    got, want = _gate_and_file(img, tmp_path)
+    assert torch.equal(got, want)
+    if mode == "I;16":
+        assert 0.3 < float(got.mean()) < 0.7  # scaled from 16 bits, not clipped to white
+
+
+def test_alpha_goes_over_white_for_images_and_arrays():
+    import numpy as np
+    from PIL import Image
+
+    from atelier.images import to_image_tensor
+
+    transparent = np.zeros((4, 4, 4), dtype=np.uint8)
+    assert torch.equal(to_image_tensor(Image.fromarray(transparent, "RGBA")), torch.ones(1, 3, 4, 4))
+    assert torch.equal(to_image_tensor(transparent), torch.ones(1, 3, 4, 4))
+
+
+def test_arrays_and_tensors_of_common_dtypes_give_the_same_pixels():
+    import numpy as np
+
+    from atelier.images import to_image_tensor
+
+    u8 = np.random.default_rng(1).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    want = torch.from_numpy(u8).permute(2, 0, 1)[None].float() / 255
+    assert torch.equal(to_image_tensor(u8), want)                                     # numpy HxWx3 uint8
+    assert torch.equal(to_image_tensor(torch.from_numpy(u8).permute(2, 0, 1)), want)  # uint8 tensor, not white
+    assert torch.equal(to_image_tensor(want[0]), want)                                # float [3,H,W]
+    assert torch.allclose(to_image_tensor((u8.astype(np.uint16) * 257)), want)        # 16-bit
+    grey = to_image_tensor(u8[..., 0])
+    assert grey.shape == (1, 3, 6, 8) and torch.equal(grey[:, 0], grey[:, 2])
+
+
+@pytest.mark.parametrize("bad, message", [
+    (torch.full((1, 3, 4, 4), float("nan")), "NaN"),
+    (torch.rand(1, 3, 4, 4) * 255, "divide by 255"),
+    (torch.zeros(1, 3, 4, 4, dtype=torch.complex64), "dtype complex64"),
+    (torch.zeros(1, 3, 0, 4), "empty"),
+    (torch.zeros(2, 3, 4, 4), "shape"),
+    (None, "got NoneType"),
+    (7, "got int"),
+    (b"\x89PNG", "got bytes"),
+])
+def test_bad_inputs_raise_one_line_atelier_errors(bad, message):
+    from atelier.images import to_image_tensor
+
+    with pytest.raises(AtelierError, match=message) as e:
+        to_image_tensor(bad)
+    assert "\n" not in str(e.value)
+
+
+def test_stylize_takes_numpy_and_refuses_empty_pil_images():
+    import numpy as np
+    from PIL import Image
+
+    import atelier
+
+    photo = (np.random.default_rng(2).random((20, 28, 3)) * 255).astype(np.uint8)
+    r = atelier.stylize(photo, photo, size=24, iterations=1, scales="none")
+    assert r.tensor.shape == (1, 3, 17, 24) and r.metadata["content"] == "ndarray"
+    with pytest.raises(AtelierError, match="zero width or height"):
+        atelier.stylize(Image.new("RGB", (0, 0)), photo, size=24, iterations=1)

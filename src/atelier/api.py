@@ -22,12 +22,12 @@ from PIL import Image
 from . import __version__, registry
 from .config import DEFAULT_METHOD, StylizeOptions
 from .errors import AtelierError
-from .images import load_image, pil_to_tensor, resize_long_side, save_image, tensor_to_pil
+from .images import save_image, tensor_to_pil, to_image_tensor
 from .methods.feedforward import KIND as STUDENT_KIND
 from .methods.feedforward import StudentModel, list_students, resolve_model
 from .progress import Callback
 
-ImageLike = Union[str, os.PathLike, Image.Image, torch.Tensor]
+ImageLike = Union[str, os.PathLike, Image.Image, "np.ndarray", torch.Tensor]
 ModelLike = Union[str, os.PathLike, StudentModel]
 
 _MODEL_CACHE_SIZE = 4
@@ -68,17 +68,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name not in ("cpu", "cuda", "mps"):
         raise AtelierError(f"--device must be auto, cpu, cuda or mps, got {name!r}")
     return torch.device(name)
-
-
-def _to_tensor(image: ImageLike, long_side: int, max_pixels: int) -> torch.Tensor:
-    if isinstance(image, torch.Tensor):
-        t = image if image.dim() == 4 else image.unsqueeze(0)
-        if t.dim() != 4 or t.shape[:2] != (1, 3):
-            raise AtelierError(f"image tensors must be [1,3,H,W] or [3,H,W], got {tuple(image.shape)}")
-        return resize_long_side(t.detach().float().cpu().clamp(0, 1), long_side)
-    if isinstance(image, Image.Image):
-        return resize_long_side(pil_to_tensor(image.convert("RGB")), long_side)
-    return load_image(image, size=long_side, max_pixels=max_pixels)
 
 
 def _label(image: ImageLike) -> str:
@@ -168,9 +157,9 @@ def stylize(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike], Non
     if not styles:
         raise AtelierError("at least one style image is needed")
     device = resolve_device(opts.device)
-    content_t = _to_tensor(content, opts.size, opts.max_pixels)
+    content_t = to_image_tensor(content, opts.size, opts.max_pixels, "content")
     style_long = max(16, round(opts.size * opts.style_scale))
-    style_ts = [_to_tensor(s, style_long, opts.max_pixels) for s in styles]
+    style_ts = [to_image_tensor(s, style_long, opts.max_pixels, "style") for s in styles]
     result, net = m.run(content_t, style_ts, opts, device, callback)
     metadata = {
         "atelier_version": __version__,
@@ -192,7 +181,7 @@ def stylize(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike], Non
 
 def _stylize_student(content: ImageLike, student: StudentModel, tile: int, opts: StylizeOptions) -> StylizeResult:
     device = resolve_device(opts.device)
-    content_t = _to_tensor(content, opts.size, opts.max_pixels)
+    content_t = to_image_tensor(content, opts.size, opts.max_pixels, "content")
     t0 = time.perf_counter()
     image = student.run(content_t, tile=tile, device=device)
     if device.type == "cuda":

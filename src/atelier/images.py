@@ -139,7 +139,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         scale = 65535.0 if img.mode != "F" else (255.0 if a.size and a.max() > 1.0 else 1.0)
         g = np.clip(np.rint(a / scale * 255.0), 0, 255).astype(np.uint8)
         return Image.fromarray(g).convert("RGB")
-    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+    palette_alpha = img.mode == "P" and img.palette is not None and img.palette.mode == "RGBA"
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info or palette_alpha:
         rgba = img.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(white, rgba).convert("RGB")
@@ -174,6 +175,84 @@ def load_image(path: PathLike, size: int | None = None, max_pixels: int = DEFAUL
     if size is not None:
         t = resize_long_side(t, size)  # same resampler as everywhere else, so results don't depend on entry point
     return t if device is None else t.to(device)
+
+
+def to_image_tensor(image: Any, size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+                    what: str = "image") -> torch.Tensor:
+    """The one input gate: a path, a PIL image of any mode, a numpy array or a tensor -> ``[1,3,H,W]`` float32 in
+    [0,1] on the CPU, resized so the long side is ``size`` (if given). Anything else raises ``AtelierError``.
+
+    PIL images go through the same conversion as files (``_to_rgb``: 16-bit and float modes scaled, alpha over
+    white). Arrays and tensors: ``[H,W]``, ``[H,W,C]`` (numpy) or ``[C,H,W]``/``[1,C,H,W]`` (torch), C = 1, 3 or 4;
+    uint8 is 0..255, uint16 0..65535, floats must be finite and in [0,1] (a float image in 0..255 is refused, not
+    clamped to white).
+    """
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image, size=size, max_pixels=max_pixels)
+    if isinstance(image, Image.Image):
+        w, h = image.size
+        if w <= 0 or h <= 0:
+            raise AtelierError(f"{what} has zero width or height ({w}x{h}); use a non-empty image")
+        if w * h > max_pixels:
+            raise AtelierError(f"{what} has {w}x{h} = {w * h:,} pixels, more than --max-pixels {max_pixels:,}")
+        try:
+            t = pil_to_tensor(image)
+        except (ValueError, OSError) as e:
+            raise AtelierError(f"{what}: PIL mode {image.mode!r} cannot be converted to RGB ({e})") from None
+    elif isinstance(image, np.ndarray):
+        t = _array_to_tensor(torch.from_numpy(np.ascontiguousarray(image)) if image.dtype != np.uint16
+                             else torch.from_numpy(image.astype(np.int32)), channels_last=True, what=what,
+                             uint16=image.dtype == np.uint16, max_pixels=max_pixels)
+    elif isinstance(image, torch.Tensor):
+        t = _array_to_tensor(image.detach().cpu(), channels_last=False, what=what, max_pixels=max_pixels)
+    else:
+        raise AtelierError(f"{what} must be a file path, a PIL image, a numpy array or a torch tensor, got "
+                           f"{type(image).__name__}")
+    return t if size is None else resize_long_side(t, size)
+
+
+def _array_to_tensor(t: torch.Tensor, channels_last: bool, what: str, max_pixels: int,
+                     uint16: bool = False) -> torch.Tensor:
+    shape = tuple(t.shape)
+    if t.is_complex() or t.dtype == torch.bool:
+        raise AtelierError(f"{what} has dtype {str(t.dtype).replace('torch.', '')}; give uint8 (0..255) or float "
+                           "(0..1) pixels")
+    if channels_last:  # numpy: [H,W] or [H,W,C]
+        x = t.unsqueeze(-1) if t.dim() == 2 else t
+        x = x.permute(2, 0, 1).unsqueeze(0) if x.dim() == 3 else None
+    else:              # torch: [H,W], [C,H,W] or [1,C,H,W]
+        x = t.unsqueeze(0) if t.dim() == 2 else t
+        x = x.unsqueeze(0) if x is not None and x.dim() == 3 else x
+        x = x if x is not None and x.dim() == 4 and x.shape[0] == 1 else None
+    if x is None or x.shape[1] not in (1, 3, 4):
+        layout = "[H,W] or [H,W,C]" if channels_last else "[C,H,W] or [1,C,H,W]"
+        raise AtelierError(f"{what} has shape {shape}; give {layout} with C = 1, 3 or 4")
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    if h == 0 or w == 0:
+        raise AtelierError(f"{what} is empty (shape {shape}); give an image with pixels")
+    if h * w > max_pixels:
+        raise AtelierError(f"{what} has {w}x{h} = {w * h:,} pixels, more than --max-pixels {max_pixels:,}")
+    if uint16:
+        x = x.to(torch.float32) / 65535.0
+    elif x.dtype == torch.uint8:
+        x = x.to(torch.float32) / 255.0
+    elif x.is_floating_point():
+        x = x.to(torch.float32)
+        if not bool(torch.isfinite(x).all()):
+            raise AtelierError(f"{what} holds NaN or infinite values; give finite pixels in [0,1]")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < 0.0 or hi > 1.0:
+            hint = " (it looks like 0..255: divide by 255)" if hi > 1.5 else ""
+            raise AtelierError(f"{what} holds values from {lo:.3g} to {hi:.3g}; float pixels must be in [0,1]{hint}")
+    else:
+        raise AtelierError(f"{what} has dtype {str(x.dtype).replace('torch.', '')}; give uint8 (0..255) or float "
+                           "(0..1) pixels")
+    if x.shape[1] == 1:
+        x = x.expand(-1, 3, -1, -1)
+    elif x.shape[1] == 4:  # alpha over white, as for files
+        rgb, a = x[:, :3], x[:, 3:]
+        x = rgb * a + (1.0 - a)
+    return x.contiguous()
 
 
 # ---------------------------------------------------------------------------------------------- resizing
