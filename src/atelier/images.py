@@ -173,6 +173,7 @@ def load_image(path: PathLike, size: int | None = None, max_pixels: int = DEFAUL
         raise AtelierError(f"size must be a positive whole number of pixels, got {size!r}")
     t = pil_to_tensor(open_image(path, max_pixels))
     if size is not None:
+        _check_resized(t, size, max_pixels, str(path))
         t = resize_long_side(t, size)  # same resampler as everywhere else, so results don't depend on entry point
     return t if device is None else t.to(device)
 
@@ -208,7 +209,21 @@ def to_image_tensor(image: Any, size: int | None = None, max_pixels: int = DEFAU
     else:
         raise AtelierError(f"{what} must be a file path, a PIL image, a numpy array or a torch tensor, got "
                            f"{type(image).__name__}")
-    return t if size is None else resize_long_side(t, size)
+    if size is None:
+        return t
+    _check_resized(t, size, max_pixels, what)
+    return resize_long_side(t, size)
+
+
+def _check_resized(t: torch.Tensor, size: int, max_pixels: int, what: str) -> None:
+    """Refuse a resize whose result would have more than ``max_pixels`` pixels, before allocating it (a huge
+    ``--size`` would otherwise try to allocate tens of GB, or write a picture past the pixel limit)."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise AtelierError(f"size must be a positive whole number of pixels, got {size!r}")
+    h, w = long_side_hw(int(t.shape[-2]), int(t.shape[-1]), size)
+    if h * w > max_pixels:
+        raise AtelierError(f"--size {size} makes {what} {w}x{h} = {w * h:,} pixels, more than --max-pixels "
+                           f"{max_pixels:,}; use a smaller --size")
 
 
 def _array_to_tensor(t: torch.Tensor, channels_last: bool, what: str, max_pixels: int,

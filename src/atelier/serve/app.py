@@ -155,6 +155,11 @@ class Service:
         self.lane.shutdown()
         self.jobs.close()
 
+    def _output_pixels(self) -> int:
+        # Uploads were held to max_pixels from their headers (413); what the engine makes is bounded by max_size
+        # (422), so the library's pixel limit here covers both: a small upload may be drawn at max_size.
+        return max(self.options.max_pixels, self.options.max_size ** 2)
+
     # The two kinds of work, each run on a lane's worker thread.
 
     def _run_student(self, key: Any, data: bytes, filename: str, options: dict[str, Any]) -> tuple[bytes, dict]:
@@ -164,7 +169,7 @@ class Service:
             log.error("cannot load model %s: %s", key, e)
             raise ServiceError(500, "the model could not be loaded on the service; see the service's log") from None
         image = inputs.decode(data, inputs.upload_label("image", filename), self.options.max_pixels)
-        result = api.stylize(image, model=model, max_pixels=self.options.max_pixels, **options)
+        result = api.stylize(image, model=model, max_pixels=self._output_pixels(), **options)
         metadata = {k: v for k, v in result.metadata.items() if k != "model_folder"}  # no server paths out
         metadata["content"] = filename
         buf = io.BytesIO()
@@ -184,7 +189,8 @@ class Service:
         styles = [inputs.decode(uploads[n], inputs.upload_label("style", labels[i]), max_pixels)
                   for i, n in enumerate(style_files)]
         options = {k: tuple(v) if isinstance(v, list) else v for k, v in record["options"].items()}
-        result = api.stylize(content, styles, record["method"], callback=callback, max_pixels=max_pixels, **options)
+        result = api.stylize(content, styles, record["method"], callback=callback, max_pixels=self._output_pixels(),
+                             **options)
         metadata = dict(result.metadata, content=names.get("content", ""), styles=labels, job=record["id"])
         return result.tensor, metadata
 
