@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -27,7 +28,7 @@ from .methods.feedforward import KIND as STUDENT_KIND
 from .methods.feedforward import StudentModel, list_students, resolve_model
 from .progress import Callback
 
-ImageLike = Union[str, os.PathLike, Image.Image, "np.ndarray", torch.Tensor]
+ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 ModelLike = Union[str, os.PathLike, StudentModel]
 
 _MODEL_CACHE_SIZE = 4
