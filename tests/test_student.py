@@ -166,3 +166,11 @@ def test_default_learning_rate_depends_on_the_generator():
     assert StudentTrainOptions.from_kwargs(**base, generator="tiny", learning_rate=5e-4).learning_rate == 5e-4
     with pytest.raises(AtelierError, match="--learning-rate must be"):
         StudentTrainOptions.from_kwargs(**base, learning_rate=-1.0)
+
+
+def test_a_crop_larger_than_the_pairs_is_refused_before_training(tmp_path, pairs_dir):
+    # The pairs are 48 px: a 4096 px crop used to upscale them and run out of memory (issue 12, defect 3).
+    with pytest.raises(AtelierError, match=r"--size 4096 is larger than pair .*use --size 48 or less"):
+        run(tmp_path, pairs_dir, size=4096)
+    assert not (tmp_path / "s").exists()
+    assert run(tmp_path, pairs_dir, name="ok", size=48).is_dir()  # 48x40 pairs: short side upscaled, still trains

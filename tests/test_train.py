@@ -199,3 +199,12 @@ def test_cli_make_lite_writes_a_small_folder_once(tmp_path, capsys):
                  str(src)]) == 2
     err = capsys.readouterr().err.strip()
     assert "unknown layer 'conv4_2'" in err and len(err.splitlines()) == 1 and not (tmp_path / "m2").exists()
+
+
+def test_absurd_widths_are_refused_before_allocating(tmp_path, images, capsys):
+    # --widths 100000,... used to try to allocate 360 GB (issue 12, defect 4).
+    code = main(["train", "lite", "--images", str(images), "--out", str(tmp_path / "w"), "--widths",
+                 "100000,100000,100000,100000,100000", "--teacher-weights", "random", "-q"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "widths must be at most 2048" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "w").exists()

@@ -36,6 +36,7 @@ EFFNET_TYPE = "effnet"  # architecture type of a truncated-EfficientNet lite enc
 DEFAULT_ARCH: dict[str, Any] = {"widths": [16, 32, 64, 128, 256], "convs": [1, 1, 2, 2, 1]}
 BUNDLED = Path(__file__).resolve().parent.parent / "weights" / "lite"
 POOLINGS = ("max", "avg")
+MAX_WIDTH, MAX_CONVS = 2048, 8
 
 
 def check_arch(arch: dict[str, Any], where: str = "lite encoder") -> dict[str, Any]:
@@ -47,6 +48,10 @@ def check_arch(arch: dict[str, Any], where: str = "lite encoder") -> dict[str, A
     if not ok:
         raise AtelierError(f"{where}: architecture needs five positive whole 'widths' and five 'convs', got "
                            f"widths={widths!r} convs={convs!r}")
+    if max(widths) > MAX_WIDTH or max(convs) > MAX_CONVS:
+        # A typo like 100000 would otherwise try to allocate hundreds of GB before failing.
+        raise AtelierError(f"{where}: widths must be at most {MAX_WIDTH} (VGG19's widest is 512) and convs at most "
+                           f"{MAX_CONVS} per block, got widths={list(widths)} convs={list(convs)}")
     if convs[3] < 2:
         raise AtelierError(f"{where}: block 4 needs at least two convs (conv4_2 is the content layer), got {convs[3]}")
     unknown = sorted(set(arch) - {"widths", "convs"})

@@ -68,6 +68,11 @@ class PairBank:
             raise AtelierError(f"{self.root}: pair {record['id']} has a photo of {tuple(c.shape[-2:])} and a picture "
                                f"of {tuple(t.shape[-2:])}; prepare the pairs again")
         h, w = c.shape[-2:]
+        if resize and max(h, w) < self.size:
+            # Upscaling a pair so its short side reaches the crop is fine; blowing a 64 px pair up to a 4096 px crop
+            # is a mistake that would exhaust memory, so a crop past the pair's long side is refused.
+            raise AtelierError(f"--size {self.size} is larger than pair {record['id']} ({w}x{h} px); use --size "
+                               f"{max(16, max(h, w) // 16 * 16)} or less, or prepare the pairs at a larger --size")
         if resize and min(h, w) < self.size:
             scale = self.size / min(h, w)
             hw = (max(self.size, math.ceil(h * scale)), max(self.size, math.ceil(w * scale)))
