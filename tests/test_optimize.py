@@ -135,3 +135,17 @@ def test_lbfgs_history_bounds_the_optimiser_state(tiny_net, monkeypatch):
     assert max(kept) == 3  # never more curvature pairs than asked for
     with pytest.raises(AtelierError, match="lbfgs-history"):
         StylizeOptions(lbfgs_history=0).validate()
+
+
+def test_a_picture_too_small_for_vggs_pools_gets_one_line(tmp_path):
+    # A 1x1 photo used to end in a RuntimeError traceback from VGG19's pooling (issue 12, defect 1).
+    import atelier
+    from atelier.errors import AtelierError
+
+    with pytest.raises(AtelierError, match="needs at least 16 px"):
+        atelier.stylize(torch.rand(1, 3, 1, 1), torch.rand(1, 3, 8, 8), method="gatys", vgg_weights="random",
+                        size=1, iterations=1, scales="none")
+    for method in ("lite", "effnet"):  # their nets run on any size
+        r = atelier.stylize(torch.rand(1, 3, 1, 1), torch.rand(1, 3, 8, 8), method=method, size=1, iterations=1,
+                            scales="none")
+        assert r.tensor.shape == (1, 3, 1, 1)

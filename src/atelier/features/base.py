@@ -34,6 +34,8 @@ class FeatureNet(nn.Module):
     # The optimisation engine's other per-net defaults (``config.METHOD_DEFAULTS``): a style weight that suits one
     # net's feature statistics over- or under-stylises on another, so each net states its own, measured.
     stylize_defaults: dict = {"iterations": 200, "style_weight": 10.0, "tv_weight": 10.0, "scales": "auto"}
+    # The smallest image side the net runs on (VGG19's floor-rounded pools need 16 px to reach conv5_1).
+    min_side: int = 1
 
     @classmethod
     def defaults(cls) -> dict:

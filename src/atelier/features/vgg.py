@@ -94,6 +94,7 @@ class VGG19(FeatureNet):
         if (variant == "normalised") != (input_conv is not None):
             raise ValueError("the normalised variant, and only it, needs its 1x1 input conv")
         self.variant, self.pooling = variant, pooling
+        self.min_side = 1 if variant == "normalised" else 16  # ceil-mode pools run on any size; floor ones need 16
         reflect = variant == "normalised"
         pool = nn.MaxPool2d if pooling == "max" else nn.AvgPool2d
         for k, ((b, i, cin, cout), (w, bias)) in enumerate(zip(_PLAN, convs)):

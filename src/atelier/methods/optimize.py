@@ -198,6 +198,10 @@ def optimize(net: FeatureNet, content: torch.Tensor, styles: Sequence[torch.Tens
     h, w = content.shape[-2:]
     long_sides = o.scale_sizes()
     hws = [_hw_for_long_side(h, w, s) for s in long_sides]
+    small = min(min(hw) for hw in hws)
+    if small < net.min_side:  # a net that pools with floor rounding cannot see a picture this small at all
+        raise AtelierError(f"the picture is {small} px on its short side at the smallest scale; {net.identity} needs "
+                           f"at least {net.min_side} px: use a larger --size or --scales none")
     x: Optional[torch.Tensor] = None
     for i, (hw, long_side) in enumerate(zip(hws, long_sides)):
         c_s = resize_to(content_work, hw)
