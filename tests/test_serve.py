@@ -139,7 +139,8 @@ def test_healthz(client):
     r = client.get("/healthz")
     assert r.status_code == 200
     body = r.json()
-    assert body["status"] == "ok"
+    assert body["status"] == "ok" and "version" not in body  # no version in public endpoints
+    assert client.get("/openapi.json").status_code == 404
     assert set(body["lanes"]) == {"stylize", "jobs"} and body["lanes"]["jobs"]["pending"] == 0
 
 
@@ -389,7 +390,7 @@ def test_truncated_image_is_400(client):
     ({"size": "abc"}, "whole number"),
     ({"size": "1.5"}, "whole number"),
     ({"size": "512"}, "larger than this service allows"),
-    ({"size": "0"}, "size must be"),
+    ({"size": "0"}, "below the minimum of 16"),
     ({"tile": "-1"}, "tile"),
     ({"iterations": "5"}, "unknown option"),  # an engine option: students take size and tile
 ])
@@ -563,3 +564,21 @@ def test_job_without_iterations_takes_the_engines_default_within_the_limit(tmp_p
         assert r.status_code == 202, r.text
         job = wait_job(c, r.json()["id"])
     assert job["state"] == "done" and job["progress"]["evaluations"] == 3
+
+
+def test_every_response_says_nosniff_and_size_below_the_minimum_is_422(client, tmp_path):
+    for r in (client.get("/healthz"), client.get("/v1/models"), client.get("/nope"),
+              client.post("/v1/stylize", files={"image": ("a.png", image_bytes(), "image/png")},
+                          data={"model": "starry-tiny", "size": "15"})):
+        assert r.headers["x-content-type-options"] == "nosniff", r.url
+    assert_json_error(r, 422, "below the minimum of 16")
+    with make_client(tmp_path, max_upload_bytes=10) as c:  # a 413 from the body limit, before the app
+        r = c.post("/v1/stylize", files={"image": ("a.png", image_bytes(), "image/png")}, data={"model": "starry-tiny"})
+        assert r.status_code == 413 and r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_the_server_banner_is_not_sent(tmp_path):
+    opts = ServeOptions(port=0, results=str(tmp_path / "results"))
+    with serve_in_thread(opts) as url, httpx.Client(base_url=url, timeout=30) as http:
+        r = http.get("/healthz")
+    assert r.status_code == 200 and "server" not in r.headers

@@ -54,7 +54,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__, api
+from .. import api
 from ..config import ServeOptions
 from ..errors import AtelierError
 from ..images import METADATA_KEY
@@ -91,6 +91,26 @@ def _validation_message(exc: RequestValidationError) -> str:
         where = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "query", "path"))
         parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
     return "; ".join(parts) or "invalid request"
+
+
+class _NoSniff:
+    """Every response says ``X-Content-Type-Options: nosniff``, so a browser never runs a result or an error as
+    something other than its declared type."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_header(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"x-content-type-options"]
+                message = {**message, "headers": headers + [(b"x-content-type-options", b"nosniff")]}
+            await send(message)
+
+        return await self.app(scope, receive, send_with_header)
 
 
 class _BodyLimit:
@@ -231,9 +251,11 @@ def create_app(options: Optional[ServeOptions] = None) -> FastAPI:
         yield
         service.close()
 
-    app = FastAPI(title="atelier", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    # No docs, no OpenAPI document: the public endpoints do not advertise the version (the README documents the API).
+    app = FastAPI(title="atelier", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
     app.add_middleware(_BodyLimit, limit=options.max_upload_bytes)
+    app.add_middleware(_NoSniff)  # added last: the outermost, so 413s from the body limit carry it too
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -279,7 +301,7 @@ def create_app(options: Optional[ServeOptions] = None) -> FastAPI:
     async def healthz() -> dict[str, Any]:
         lanes = {lane.name: {"workers": lane.workers, "pending": lane.pending, "max_queue": lane.max_queue}
                  for lane in (service.lane, service.jobs.lane)}
-        return {"status": "ok", "version": __version__, "lanes": lanes, "jobs": service.jobs.counts()}
+        return {"status": "ok", "lanes": lanes, "jobs": service.jobs.counts()}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -419,7 +441,7 @@ def run_server(options: Optional[ServeOptions] = None) -> None:
     service: Service = app.state.service
     print(f"atelier: serving on http://{options.host}:{options.port}/ ({options.workers} worker(s) per lane, "
           f"{threads} torch thread(s)); job results in {service.jobs.folder}", file=sys.stderr, flush=True)
-    uvicorn.run(app, host=options.host, port=options.port, log_level=options.log_level)
+    uvicorn.run(app, host=options.host, port=options.port, log_level=options.log_level, server_header=False)
 
 
 @contextlib.contextmanager
@@ -436,7 +458,7 @@ def serve_in_thread(options: Optional[ServeOptions] = None, *, access_log: bool 
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((options.host, options.port))
     host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(app, log_level="warning", access_log=access_log, lifespan="on")
+    config = uvicorn.Config(app, log_level="warning", access_log=access_log, lifespan="on", server_header=False)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="atelier-uvicorn", daemon=True)
     thread.start()

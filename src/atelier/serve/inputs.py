@@ -45,6 +45,7 @@ JOB_OPTIONS = ("size", "iterations", "optimizer", "learning_rate", "content_weig
                "content_layers", "style_layers", "style_weights", "init", "pooling", "style_scale",
                "preserve_color", "scales", "seed")
 STUDENT_OPTIONS = ("size", "tile")
+MIN_SIZE = 16  # smallest output long side a request may ask for
 INIT_CHOICES = ("content", "random")
 _TILE_HELP = "tile side in pixels: large images run in overlapping tiles of this size (0: one pass)"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # model folder names served from --models
@@ -100,7 +101,7 @@ def describe_options(names: tuple[str, ...], limits: ServeOptions) -> list[dict[
         entry: dict[str, Any] = {"name": name, "type": f"list[{item.__name__}]" if item else kind.__name__,
                                  "default": effective_default(name, limits), "help": text, "choices": choices}
         if name == "size":
-            entry.update(min=16, max=limits.max_size)
+            entry.update(min=MIN_SIZE, max=limits.max_size)
         elif name == "iterations":
             entry.update(min=1, max=limits.max_iterations)
         elif name in ("tile", "seed"):
@@ -139,6 +140,8 @@ def parse_options(form: dict[str, str], allowed: tuple[str, ...], limits: ServeO
         if name in allowed and name not in values and effective_default(name, limits) is not None:
             values[name] = effective_default(name, limits)
     size = values["size"]
+    if size < MIN_SIZE:  # what /v1/models advertises as the minimum
+        raise ServiceError(422, f"size {size} is below the minimum of {MIN_SIZE} px")
     if size > limits.max_size:
         raise ServiceError(422, f"size {size} is larger than this service allows ({limits.max_size} px)")
     if (values.get("iterations") or 0) > limits.max_iterations:
