@@ -60,7 +60,7 @@ def _slim_random_vgg(folder: Path) -> Path:
 def worker(engine: str, size: int, evals: int, weights: str, content: Path, style: Path, picture: bool) -> dict:
     from atelier import registry
     from atelier.api import stylize
-    from atelier.config import StylizeOptions
+    from atelier.options import StylizeOptions
     from atelier.features.effnet import load_effnet, package_file
     from atelier.features.lite import BUNDLED, load_lite
     from atelier.features.vgg import load_vgg19

@@ -5,7 +5,7 @@ time our engine needs to reach the textbook loop's final loss (same objective, e
 
   textbook : full VGG19 forward (all 16 convs and 5 pools) every evaluation, single scale, L-BFGS in one
              ``step(max_iter=N)`` call with pixels clamped inside the closure (the PyTorch tutorial's shape);
-             the implementation lives in the library, ``atelier.baseline.textbook_gatys``
+             the implementation lives in the library, ``atelier.bench.baseline.textbook_gatys``
   single   : atelier's engine at one scale (VGG run only to the deepest layer needed, targets computed once)
   auto     : atelier's engine, coarse-to-fine (--scales auto), a few evaluations per scale
 
@@ -48,8 +48,8 @@ def _inputs(size: int, content: Path, style: Path):
 
 
 def worker(mode: str, size: int, evals: int, per_scale: int, weights: str, content: Path, style: Path) -> dict:
-    from atelier.baseline import textbook_gatys
-    from atelier.config import StylizeOptions
+    from atelier.bench.baseline import textbook_gatys
+    from atelier.options import StylizeOptions
     from atelier.features.vgg import load_vgg19
     from atelier.methods.optimize import optimize
 

@@ -114,13 +114,14 @@ def main() -> int:
         print(json.dumps(tiled_worker(args.worker[0], int(args.worker[1]))))
         return 0
     from atelier.methods.feedforward import StudentModel
-    from atelier.nets import GENERATORS, build_generator, count_macs
+    from atelier import registry
+    from atelier.nets import build_generator, count_macs
 
     x = torch.rand(1, 3, 512, 512)
     rows = []
     trained = [StudentModel.from_folder(m) for m in args.model]
     todo = []  # (label, net, fidelity or None): each trained model, and a fresh copy of each generator without one
-    for name in GENERATORS:
+    for name in registry.names("generator"):
         mine = [m for m in trained if m.config["architecture"]["generator"] == name]
         for m in mine:
             fid = m.config.get("training", {}).get("fidelity_held_out")

@@ -51,7 +51,7 @@ def checkpointed(net, x, levels):
 
 def main() -> int:
     from atelier import registry
-    from atelier.config import StylizeOptions
+    from atelier.options import StylizeOptions
     from atelier.losses import gram
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -17,7 +17,7 @@ DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
 def main() -> int:
-    from atelier.config import StylizeOptions
+    from atelier.options import StylizeOptions
     from atelier.features.lite import load_lite
     from atelier.features.vgg import find_vgg19_weights, load_vgg19
     from atelier.images import load_image

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from atelier import bench
-from atelier.baseline import TextbookVGG19, textbook_gatys
+from atelier.bench.baseline import TextbookVGG19, textbook_gatys
 from atelier.cli import main
 from atelier.errors import AtelierError
 from atelier.images import save_image
@@ -152,7 +152,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, pairs_file, tm
     elif case == "missing-pairs-file":
         pairs = tmp_path / "nope.jsonl"
     elif case == "folder-of-another-kind":
-        from atelier.checkpoint import save_model_folder
+        from atelier.folders import save_model_folder
 
         methods = str(save_model_folder(tmp_path / "gen", {"w": torch.zeros(2)},
                                         {"kind": "generator", "architecture": {"name": "tiny"}}))
@@ -224,7 +224,7 @@ def test_lite2_judge_is_the_installed_imagenet_net():
 
 
 def test_lite_engines_and_lite_model_folders_bench_side_by_side(pairs_file, tmp_path):
-    from atelier.checkpoint import save_model_folder
+    from atelier.folders import save_model_folder
     from atelier.features.lite import KIND, build_lite, encoder_state
 
     net = build_lite({"widths": [4, 4, 8, 8, 8], "convs": [1, 1, 1, 2, 1]}, seed=5)

@@ -105,7 +105,7 @@ def _bad(tmp_path, pics, name):
     if name == "no-weights":
         return [content, "--style", style, "-o", out, "-m", "gatys"], out
     if name == "lite-model-of-another-kind":
-        from atelier.checkpoint import save_model_folder
+        from atelier.folders import save_model_folder
 
         folder = save_model_folder(tmp_path / "gen", {"w": torch.zeros(2)}, {"kind": "generator",
                                                                             "architecture": {}})
@@ -154,10 +154,16 @@ def test_methods_says_why_unavailable(capsys, monkeypatch):
     assert main(["methods"]) == 0
     out = capsys.readouterr().out
     assert "gatys" in out and "unavailable" in out and "vgg19-dcbb9e9d.pth" in out
-    assert any(line.startswith("lite") and " available" in line for line in out.splitlines())
+
+    def state(text: str, name: str) -> str:  # each method's second line says whether it can run here
+        lines = text.splitlines()
+        return next(lines[i + 1].split(":")[0].strip() for i, line in enumerate(lines) if line.startswith(name + " "))
+
+    assert state(out, "lite") == "available" and state(out, "gatys") == "unavailable"
+    assert "starry-tiny  student" in out  # the bundled student is a method of its own kind
     monkeypatch.setenv("ATELIER_VGG_WEIGHTS", "random")
     assert main(["methods"]) == 0
-    assert any(line.startswith("gatys") and " available" in line for line in capsys.readouterr().out.splitlines())
+    assert state(capsys.readouterr().out, "gatys") == "available"
 
 
 def test_demo_runs_offline_with_the_bundled_encoder(tmp_path, capsys):
@@ -206,7 +212,7 @@ def test_export_bad_input_exits_2(argv, match, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, match", [
-    (["serve", "--port", "70000"], "--port must be at most 65535"),
+    (["serve", "--port", "70000"], "--port must be a whole number in [0, 65535]"),
     (["serve", "--formats", "PNG,GIF"], "--formats must name some of"),
     (["serve", "--request-timeout", "0"], "--request-timeout must be"),
 ])

@@ -2,12 +2,12 @@ import math
 
 import pytest
 
-from atelier.config import StylizeOptions
+from atelier.options import StylizeOptions
 from atelier.errors import AtelierError
 
 
 def test_defaults_validate_and_leave_per_method_fields_to_the_method():
-    from atelier.config import METHOD_DEFAULTS
+    from atelier.options import METHOD_DEFAULTS
 
     o = StylizeOptions().validate()
     assert all(getattr(o, name) is None for name in METHOD_DEFAULTS)

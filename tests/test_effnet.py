@@ -11,8 +11,9 @@ import torch.nn.functional as F
 
 from atelier.errors import AtelierError
 from atelier.features import effnet
-from atelier.features.effnet import (BN_EPS, EfficientNetLite, build, dequantize_int8, expected_shapes,
-                                     load_effnet, plan, quantize_int8, random_state_dict, same_pad)
+from atelier.features.effnet import (BN_EPS, EfficientNetLite, build, expected_shapes, load_effnet, plan,
+                                     random_state_dict, same_pad)
+from atelier.features.effnet_copies import dequantize_int8, quantize_int8
 from conftest import make_image
 
 
@@ -216,7 +217,7 @@ def test_truncated_int8_lite_follows_its_source(tmp_path):
 
 def test_each_method_resolves_its_own_net_defaults():
     from atelier import registry
-    from atelier.config import StylizeOptions
+    from atelier.options import StylizeOptions
 
     eff = registry.create("method", "effnet").resolve(StylizeOptions())
     assert eff.content_layers == EfficientNetLite.default_content_layers

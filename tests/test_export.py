@@ -23,8 +23,12 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
+import atelier  # noqa: E402
 from atelier import export as export_mod  # noqa: E402
-from atelier.checkpoint import save_model_folder  # noqa: E402
+from atelier.cli import main  # noqa: E402
+from atelier.export import onnx as onnx_step  # noqa: E402  (where export_onnx finds _to_onnx)
+from atelier.export import quantize as quantize_step  # noqa: E402  (where quantize_model finds _quantize)
+from atelier.folders import save_model_folder  # noqa: E402
 from atelier.errors import AtelierError  # noqa: E402
 from atelier.export import QUANTIZE_CHOICES, export_onnx  # noqa: E402
 from atelier.images import save_image  # noqa: E402
@@ -34,7 +38,8 @@ from conftest import make_image  # noqa: E402
 
 SMALL = {"base": 4, "width": 8, "blocks": 1}
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "content"
-LITE_FOLDER = Path(export_mod.__file__).resolve().parent / "weights" / "lite"
+PACKAGE = Path(atelier.__file__).resolve().parent
+LITE_FOLDER = PACKAGE / "weights" / "lite"
 
 
 def make_student(folder: Path, seed: int = 0, kind: str = "student") -> Path:
@@ -65,7 +70,7 @@ def photos(folder: Path, n: int = 3) -> Path:
 
 
 _TRACES: dict = {}
-_REAL_TO_ONNX = export_mod._to_onnx
+_REAL_TO_ONNX = onnx_step._to_onnx
 
 
 def _cached_to_onnx(student, opset, trace_hw):
@@ -78,13 +83,13 @@ def _cached_to_onnx(student, opset, trace_hw):
 
 @pytest.fixture
 def cached_trace(monkeypatch):
-    monkeypatch.setattr(export_mod, "_to_onnx", _cached_to_onnx)
+    monkeypatch.setattr(onnx_step, "_to_onnx", _cached_to_onnx)
 
 
 def _export_recording_the_trace(*args, **kwargs):
     """A real export whose trace is kept for ``cached_trace`` (the first call of each key is the real thing)."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(export_mod, "_to_onnx", _cached_to_onnx)
+        mp.setattr(onnx_step, "_to_onnx", _cached_to_onnx)
         return export_onnx(*args, **kwargs)
 
 
@@ -144,7 +149,7 @@ def test_the_file_carries_names_dynamic_dims_and_config(exported):
     assert meta["atelier.source"] == r.source and meta["atelier.version"] == config["atelier_version"]
     assert meta["atelier.quantize"] == "none" and float(meta["atelier.parity_max_abs_diff"]) <= 1e-3
     # Nothing from this machine leaks into the file (the exporter's per-node stack traces name source paths).
-    assert str(Path(export_mod.__file__).parent).encode() not in out.read_bytes()
+    assert str(PACKAGE).encode() not in out.read_bytes()
 
 
 @pytest.mark.parametrize("hw", [(64, 64), (97, 131), (8, 8), (9, 13), (131, 33), (256, 384)])
@@ -169,13 +174,45 @@ def test_starry_tiny_exports_within_tolerance(starry):
         pytest.skip("../shared/data is absent: starry-tiny was checked on generated and sample images only")
 
 
-def test_export_replaces_an_existing_file_atomically(exported, tmp_path, cached_trace):
+def test_export_refuses_an_existing_file_unless_forced(exported, tmp_path, monkeypatch, capsys):
     folder, _, _ = exported
     out = tmp_path / "m.onnx"
     out.write_bytes(b"old")
-    export_onnx(folder, out, check=False)
+    monkeypatch.setattr(onnx_step, "_to_onnx", lambda *a: (_ for _ in ()).throw(AssertionError("traced")))
+    with pytest.raises(AtelierError) as e:  # refused before any work
+        export_onnx(folder, out)
+    assert one_line(e) == f"force is needed to replace {out}, which already exists (or choose another output file)"
+    assert out.read_bytes() == b"old"
+    assert main(["export", str(folder), "-o", str(out)]) == 2  # the CLI: one line, exit 2, the file untouched
+    err = capsys.readouterr().err
+    assert "--force is needed to replace" in err and err.count("\n") == 1 and out.read_bytes() == b"old"
+
+
+def test_export_replaces_an_existing_file_atomically_when_forced(exported, tmp_path, cached_trace):
+    folder, _, _ = exported
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"old")
+    export_onnx(folder, out, check=False, force=True)
     assert out.read_bytes()[:3] != b"old" and onnx.load(str(out)).graph.input[0].name == "image"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no temporary file left behind
+    out.write_bytes(b"old")
+    assert main(["export", str(folder), "-o", str(out), "--no-check", "--force"]) == 0
+    assert onnx.load(str(out)).graph.input[0].name == "image"
+
+
+def test_a_file_that_appears_during_the_export_is_not_replaced(exported, tmp_path, cached_trace, monkeypatch):
+    folder, _, _ = exported
+    out = tmp_path / "m.onnx"
+    real = onnx_step.set_metadata
+
+    def meanwhile(*args):
+        out.write_bytes(b"theirs")  # another program writes the file while the model is traced and checked
+        return real(*args)
+
+    monkeypatch.setattr(onnx_step, "set_metadata", meanwhile)
+    with pytest.raises(AtelierError, match="force is needed"):
+        export_onnx(folder, out, check=False)
+    assert out.read_bytes() == b"theirs"
 
 
 def test_unchecked_export_says_so(exported, tmp_path, cached_trace):
@@ -184,7 +221,7 @@ def test_unchecked_export_says_so(exported, tmp_path, cached_trace):
 
 
 def test_a_broken_fp32_graph_is_refused_and_nothing_is_written(exported, tmp_path, cached_trace, monkeypatch):
-    cached = export_mod._to_onnx
+    cached = onnx_step._to_onnx
 
     def broken(student, opset, trace_hw):
         model = cached(student, opset, trace_hw)
@@ -195,11 +232,11 @@ def test_a_broken_fp32_graph_is_refused_and_nothing_is_written(exported, tmp_pat
         init.CopyFrom(onnx.numpy_helper.from_array(w.astype(np.float32), init.name))
         return model
 
-    monkeypatch.setattr(export_mod, "_to_onnx", broken)
+    monkeypatch.setattr(onnx_step, "_to_onnx", broken)
     out = tmp_path / "m.onnx"
     out.write_bytes(b"old")
     with pytest.raises(AtelierError) as e:
-        export_onnx(exported[0], out)
+        export_onnx(exported[0], out, force=True)
     assert "differs from torch" in one_line(e)
     assert out.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]
 
@@ -242,7 +279,7 @@ def test_int8_below_the_psnr_limit_is_refused(quantize, tmp_path, cached_trace):
 
 
 def test_a_silently_broken_quantized_model_is_refused(tmp_path, cached_trace, monkeypatch):
-    real = export_mod._quantize
+    real = quantize_step._quantize
 
     def corrupt(fp32, quantize, files, size, tmp):
         # A quantizer bug that still yields a valid, runnable file: every zero point of the int8 model is off by
@@ -254,7 +291,7 @@ def test_a_silently_broken_quantized_model_is_refused(tmp_path, cached_trace, mo
                 init.CopyFrom(onnx.numpy_helper.from_array(np.clip(z, 0, 255).astype(np.uint8), init.name))
         return model.SerializeToString()
 
-    monkeypatch.setattr(export_mod, "_quantize", corrupt)
+    monkeypatch.setattr(quantize_step, "_quantize", corrupt)
     out = tmp_path / "q.onnx"
     with pytest.raises(AtelierError, match="refusing") as e:
         export_onnx("starry-tiny", out, quantize="int8-dynamic")
@@ -316,6 +353,10 @@ def _bad_call(case: str, tmp_path: Path, folder: Path) -> dict:
         kw["opset"] = "18"
     elif case == "tolerance-nan":
         kw["tolerance"] = math.nan
+    elif case == "calibration-size-0":
+        kw["calibration_size"] = 0
+    elif case == "calibration-count-bool":
+        kw["calibration_count"] = True
     else:
         raise AssertionError(case)
     return kw
@@ -326,11 +367,12 @@ BAD = {
     "lite-encoder-folder": "optimisation engines are not exportable",
     "lite-encoder-made-here": "optimisation engines are not exportable", "missing-folder": "not found",
     "unknown-name": "unknown model", "wrong-kind": "not a 'student'", "a-file-not-a-folder": "not a model folder",
-    "out-dir-missing": "does not exist", "out-parent-is-a-file": "does not exist", "out-is-a-directory": "directory",
-    "out-wrong-extension": ".onnx", "unknown-quantize": "int8-dynamic", "static-without-calibration": "--calibration",
+    "out-dir-missing": "does not exist", "out-parent-is-a-file": "is not a directory", "out-is-a-directory": "directory",
+    "out-wrong-extension": ".onnx", "unknown-quantize": "int8-dynamic", "static-without-calibration": "calibration is required",
     "calibration-missing": "not found", "calibration-no-images": "no images", "calibration-is-a-file": "not a folder",
-    "calibration-without-static": "int8-static only", "opset-17": "--opset", "opset-too-new": "--opset",
-    "opset-not-a-number": "--opset", "tolerance-nan": "tolerance",
+    "calibration-without-static": "int8-static only", "opset-17": "opset must be", "opset-too-new": "opset must be",
+    "opset-not-a-number": "opset must be", "tolerance-nan": "tolerance must be", "calibration-size-0": "calibration_size",
+    "calibration-count-bool": "calibration_count",
 }
 
 
@@ -341,7 +383,7 @@ def test_bad_input_gives_one_line_and_writes_nothing(case, tmp_path, monkeypatch
     def no_trace(*a, **k):
         raise AssertionError("bad input must be refused before tracing")
 
-    monkeypatch.setattr(export_mod, "_to_onnx", no_trace)
+    monkeypatch.setattr(onnx_step, "_to_onnx", no_trace)
     kw = _bad_call(case, tmp_path, folder)
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(AtelierError) as e:
@@ -356,7 +398,7 @@ def test_unwritable_output_folder(tmp_path, monkeypatch):
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
-    monkeypatch.setattr(export_mod, "_to_onnx", lambda *a: (_ for _ in ()).throw(AssertionError("traced")))
+    monkeypatch.setattr(onnx_step, "_to_onnx", lambda *a: (_ for _ in ()).throw(AssertionError("traced")))
     try:
         with pytest.raises(AtelierError, match="not writable"):
             export_onnx(folder, ro / "m.onnx")

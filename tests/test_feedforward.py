@@ -11,13 +11,15 @@ from torch import nn
 
 import atelier
 from atelier import api, registry
-from atelier.checkpoint import save_model_folder
+from atelier.folders import save_model_folder
 from atelier.cli import main
 from atelier.errors import AtelierError
 from atelier.images import read_metadata, save_image
 from atelier.methods import feedforward
-from atelier.methods.feedforward import StudentModel, _starts, list_students, resolve_model
-from atelier.nets import GENERATORS, build_generator, generator_arch
+from atelier.methods.feedforward import StudentModel, list_students, resolve_model
+from atelier.tiling import tile_starts
+from atelier.nets import build_generator, generator_arch
+from atelier.options import GENERATORS
 from atelier.nets.blocks import Generator
 from conftest import make_image
 
@@ -224,7 +226,7 @@ def test_tiling_a_pointwise_net_gives_the_one_pass_output_exactly(tile, overlap)
 @pytest.mark.parametrize("n,tile,overlap", [(100, 64, 16), (203, 50, 32), (1000, 512, 32), (513, 512, 32),
                                             (64, 64, 32), (9, 8, 0), (300, 33, 32)])
 def test_tile_starts_cover_the_axis_with_enough_overlap(n, tile, overlap):
-    starts = _starts(n, tile, overlap)
+    starts = tile_starts(n, tile, overlap)
     size = min(tile, n)
     assert starts[0] == 0 and starts[-1] + size == n
     for a, b in zip(starts, starts[1:]):
@@ -328,8 +330,8 @@ def test_stylize_with_model_and_with_method_student(student, tmp_path):
     assert md["random_weights"] is False and md["content"] == "photo.png" and md["tile"] == 0
     assert md["model_folder"] == str(student) and md["atelier_version"] == atelier.__version__
     m = api.load_model(student)
-    r2 = api.stylize(content, "ignored-style.png", method=m, size=40, iterations=7, style_weight=3.0)
-    assert torch.equal(r2.tensor, r.tensor)  # the style is baked in; optimisation options do not matter
+    r2 = api.stylize(content, method=m, size=40)
+    assert torch.equal(r2.tensor, r.tensor)  # a loaded model is the same method as its folder
     r3 = api.stylize(content, model=m, size=40, tile=36)
     assert r3.metadata["tile"] == 36 and (r3.tensor - r.tensor).abs().max() < 0.05
     out = r.save(tmp_path / "out.png")
@@ -337,8 +339,12 @@ def test_stylize_with_model_and_with_method_student(student, tmp_path):
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"tile": -1}, "--tile"), ({"tile": "big"}, "--tile"), ({"size": 0}, "size"),
+    ({"tile": -1}, "tile must be"), ({"tile": "big"}, "tile must be"), ({"size": 0}, "size"),
     ({"no_such_option": 1}, "no_such_option"), ({"device": "tpu"}, "device"),
+    # Issue 12: a student used to ignore these silently; options that do not apply are refused, naming the option.
+    ({"iterations": 7}, "iterations does not apply to student method"),
+    ({"style_weight": 3.0}, "style_weight does not apply to student method"),
+    ({"preserve_color": "luminance"}, "preserve_color does not apply to student method"),
 ])
 def test_stylize_student_refuses_bad_options(student, kwargs, match):
     with pytest.raises(AtelierError, match=match) as e:
@@ -349,19 +355,22 @@ def test_stylize_student_refuses_bad_options(student, kwargs, match):
 def test_optimisation_methods_still_need_a_style_and_refuse_tiles(student):
     with pytest.raises(AtelierError, match="a style image is needed for method lite"):
         api.stylize(make_image(20, 20, 1))
-    with pytest.raises(AtelierError, match="--tile"):
+    with pytest.raises(AtelierError, match="tile does not apply to optimisation method lite"):
         api.stylize(make_image(20, 20, 1), make_image(20, 20, 2), tile=64)
     other = make_student(student.parent / "other", seed=5)
-    with pytest.raises(AtelierError, match="once"):
+    with pytest.raises(AtelierError, match="not both"):
         api.stylize(make_image(20, 20, 1), method=api.load_model(student), model=other)
+    with pytest.raises(AtelierError, match="baked in"):  # issue 12: a style image given to a student is refused
+        api.stylize(make_image(20, 20, 1), make_image(20, 20, 2), model=student)
 
 
-def test_generators_are_registered():
+def test_generators_are_one_catalogue():
+    # The registry is the catalogue; the training option's choices name the same generators, in the same order.
     assert registry.names("generator") == list(GENERATORS)
     for name in registry.names("generator"):
-        assert registry.get("generator", name).factory() is GENERATORS[name]
+        assert build_generator(name).name == name
     with pytest.raises(AtelierError, match="unknown generator"):
-        registry.get("generator", "vangogh")
+        build_generator("vangogh")
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
@@ -380,10 +389,18 @@ def test_cli_single_image_with_a_model(student, tmp_path, capsys):
     md = read_metadata(out)
     assert md["method"] == "student:starry" and md["content"] == "photo.jpg" and md["tile"] == 0
     out2 = tmp_path / "tiled.png"
-    assert cli(content, "--model", student, "--style", content, "-o", out2, "--size", "96", "--tile", "48") == 0
-    captured = capsys.readouterr()
-    assert "ignored" in captured.err and "48 px tiles" in captured.out
+    assert cli(content, "--model", student, "-o", out2, "--size", "96", "--tile", "48") == 0
+    assert "48 px tiles" in capsys.readouterr().out
     assert read_metadata(out2)["tile"] == 48
+    # Issue 12: --model silently ignored --style, --iterations, --style-weight and --preserve-color; now each is
+    # refused with one line naming the flag, and nothing is written.
+    for extra, flag in ((["--style", content], "baked in"), (["--iterations", "5"], "--iterations does not apply"),
+                        (["--style-weight", "3"], "--style-weight does not apply"),
+                        (["--preserve-color", "luminance"], "--preserve-color does not apply")):
+        out3 = tmp_path / "refused.png"
+        assert cli(content, "--model", student, "-o", out3, *extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert flag in err and "\n" not in err and not out3.exists()
 
 
 @pytest.mark.parametrize("case", ["no-style-no-model", "model-and-method", "missing-model", "tile-below-overlap",

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from atelier import stylize
-from atelier.checkpoint import save_model_folder
+from atelier.folders import save_model_folder
 from atelier.cli import main
 from atelier.errors import AtelierError
 from atelier.features.lite import BUNDLED, KIND, build_lite, encoder_state, load_lite

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from atelier import colour
-from atelier.config import StylizeOptions
+from atelier.options import StylizeOptions
 from atelier.errors import AtelierError
 from atelier.methods.optimize import optimize
 from conftest import make_image
@@ -133,7 +133,7 @@ def test_lbfgs_history_bounds_the_optimiser_state(tiny_net, monkeypatch):
     monkeypatch.setattr(torch.optim.LBFGS, "step", step)
     run(tiny_net, content, [style], iterations=12, lbfgs_history=3)
     assert max(kept) == 3  # never more curvature pairs than asked for
-    with pytest.raises(AtelierError, match="lbfgs-history"):
+    with pytest.raises(AtelierError, match="lbfgs_history"):
         StylizeOptions(lbfgs_history=0).validate()
 
 

@@ -11,11 +11,13 @@ import torch
 
 from atelier import teachers
 from atelier.errors import AtelierError
-from atelier.images import load_image, read_metadata, save_image, sha256_file
-from atelier import registry
-from atelier.teachers import TEACHERS, make_teacher
-from atelier.train import pairs
-from atelier.train.pairs import PrepareOptions, pair_id, parse_shard, parse_teacher_options, prepare, read_manifest
+from atelier.files import sha256_file
+from atelier.images import load_image, read_metadata, save_image
+from atelier import options, registry
+from atelier.teachers import make_teacher
+from atelier.options import PrepareOptions, parse_shard, parse_teacher_options
+from atelier.train.manifest import pair_id, read_manifest
+from atelier.train.prepare import effective_shard, prepare
 
 FAST = {"lite_model": "random", "iterations": 2, "scales": "none"}
 KEYS = ["id", "content", "stylized", "source", "content_sha256", "style", "style_sha256", "teacher",
@@ -138,13 +140,13 @@ def test_shards_split_the_photographs_and_read_manifest_merges_them(tmp_path, da
     # torchrun: each process takes its part of the shard.
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
-    assert pairs.effective_shard("") == (1, 2) and pairs.effective_shard("1/2") == (3, 4)
+    assert effective_shard("") == (1, 2) and effective_shard("1/2") == (3, 4)
     assert run(tmp_path, data, out="ranked")["shard"] == "1/2"
 
 
 @pytest.mark.parametrize("spec", ["3/2", "2/2", "-1/2", "1", "a/b", "1/0"])
 def test_bad_shards_are_refused(spec):
-    with pytest.raises(AtelierError, match="--shard must be I/N"):
+    with pytest.raises(AtelierError, match="^shard must be I/N"):
         PrepareOptions.from_kwargs(content="c", style="s", out="o", shard=spec)
 
 
@@ -168,6 +170,42 @@ def test_other_styles_are_refused_but_limit_and_shard_may_change(tmp_path, data)
     one = next(data[1].iterdir())
     with pytest.raises(AtelierError, match="styles 2 style image"):
         run(tmp_path, (data[0], one))
+
+
+def test_a_failed_run_does_not_block_the_corrected_rerun(tmp_path, data, monkeypatch):
+    """The user's sequence: the teacher fails on the first photograph; the rerun with other options succeeds."""
+    real = teachers.OptimizeTeacher.stylize
+
+    def failing(self, content, style):
+        raise AtelierError("the teacher cannot run with these options")
+
+    monkeypatch.setattr(teachers.OptimizeTeacher, "stylize", failing)
+    with pytest.raises(AtelierError, match="cannot run with these options"):
+        run(tmp_path, data, teacher_options={**FAST, "iterations": 3})
+    d = tmp_path / "pairs"
+    assert not (d / "prepare.json").exists() and manifest_lines(d) == []
+    monkeypatch.setattr(teachers.OptimizeTeacher, "stylize", real)
+    summary = run(tmp_path, data)  # other teacher options than the failed run's
+    assert summary["done"] == 6 and len(read_manifest(d)) == 6
+    assert json.loads((d / "prepare.json").read_text())["teacher_options"] == {**FAST, "seed": 0}
+    with pytest.raises(AtelierError, match="other settings"):  # once it holds pairs, the folder binds
+        run(tmp_path, data, teacher_options={**FAST, "iterations": 3})
+
+
+def test_a_prepare_json_beside_no_pair_binds_nothing(tmp_path, data):
+    """What a failed run of an older version left: a prepare.json with other settings, and not one pair."""
+    d = tmp_path / "pairs"
+    for sub in ("content", "stylized"):
+        (d / sub).mkdir(parents=True)
+    (d / "manifest.jsonl").write_text("")
+    (d / "prepare.json").write_text(json.dumps({"format": 1, "teacher": "lite", "teacher_identity": "lite(other)",
+                                                "teacher_options": {"iterations": 9}, "size": 48, "seed": 0,
+                                                "styles": []}))
+    summary = run(tmp_path, data, limit=2)
+    assert summary["done"] == 2
+    settings = json.loads((d / "prepare.json").read_text())
+    assert settings["size"] == 32 and settings["teacher_options"] == {**FAST, "seed": 0}
+    assert run(tmp_path, data, limit=2)["already"] == 2
 
 
 def test_a_folder_that_is_not_a_pairs_folder_is_refused(tmp_path, data):
@@ -230,7 +268,7 @@ def test_teacher_options_parsing():
     assert parse_teacher_options(None) == {} and parse_teacher_options("") == {}
     assert PrepareOptions.from_kwargs(content="c", style="s", out="o", teacher_options="tv_weight=0.5") \
         .teacher_options == {"tv_weight": 0.5}
-    for bad, msg in (("iterations", "key=value"), ("=5", "missing name"), ("a=1,a=2", "twice")):
+    for bad, msg in (("iterations", "key=value"), ("=5", "misses a name"), ("a=1,a=2", "twice")):
         with pytest.raises(AtelierError, match=msg):
             parse_teacher_options(bad)
 
@@ -239,29 +277,38 @@ def test_prepare_options_defaults_and_refusals():
     o = PrepareOptions.from_kwargs(content="c", style="s", out="o")
     assert (o.teacher, o.size, o.teacher_options, o.limit, o.shard, o.seed, o.device) == \
         ("lite", 256, {}, 0, "", 0, "auto")
-    with pytest.raises(AtelierError, match="--teacher must be one of gatys, lite, magenta"):
+    with pytest.raises(AtelierError, match="^teacher must be one of gatys, lite, magenta"):
         PrepareOptions.from_kwargs(content="c", style="s", out="o", teacher="picasso")
     with pytest.raises(AtelierError, match="unknown prepare option"):
         PrepareOptions.from_kwargs(content="c", style="s", out="o", iterations=3)
-    with pytest.raises(AtelierError, match="--content DIR is required"):
+    with pytest.raises(AtelierError, match="^content is required"):
         PrepareOptions.from_kwargs(style="s", out="o")
-    with pytest.raises(AtelierError, match="--size must be"):
+    with pytest.raises(AtelierError, match="^size must be"):
         PrepareOptions.from_kwargs(content="c", style="s", out="o", size=8)
 
 
+def test_the_prepare_choices_are_the_registered_teachers():
+    assert options.TEACHERS == tuple(registry.names("teacher"))
+    assert PrepareOptions.__dataclass_fields__["teacher"].metadata["choices"] == options.TEACHERS
+
+
 def test_teachers_by_name():
-    assert TEACHERS == ("gatys", "lite", "magenta") == tuple(registry.names("teacher"))
+    assert tuple(registry.names("teacher")) == ("gatys", "lite", "magenta")
     for name in ("gatys", "lite"):  # every registered optimisation teacher builds the engine it is named after
-        teacher = make_teacher(name, {**FAST, "vgg_weights": "random"} if name == "gatys" else FAST)
+        options = {**{k: v for k, v in FAST.items() if k != "lite_model"}, "vgg_weights": "random"} \
+            if name == "gatys" else FAST
+        teacher = make_teacher(name, options)
         assert teacher.name == name and teacher.options["iterations"] == FAST["iterations"]
     with pytest.raises(AtelierError, match="unknown teacher 'picasso'; choose from: gatys, lite, magenta"):
         make_teacher("picasso")
     with pytest.raises(AtelierError, match="lite teacher: unknown option.*bogus.*valid options"):
         make_teacher("lite", {**FAST, "bogus": 1})
-    with pytest.raises(AtelierError, match="lite teacher: --iterations must be"):
+    with pytest.raises(AtelierError, match="lite teacher: iterations must be"):
         make_teacher("lite", {**FAST, "iterations": 0})
     with pytest.raises(AtelierError, match="teacher option size is not accepted"):
         make_teacher("lite", {**FAST, "size": 64})
+    with pytest.raises(AtelierError, match="lite teacher: vgg_weights does not apply to optimisation method lite"):
+        make_teacher("lite", {**FAST, "vgg_weights": "random"})  # issue 12: refused, not silently ignored
     t = make_teacher("lite", {**FAST, "content_layers": "conv4_2,conv5_1"}, device="cpu", seed=3)
     assert t.options["content_layers"] == ["conv4_2", "conv5_1"] and t.options["seed"] == 3
     out = t.stylize(noise(20, 28, 0), noise(40, 40, 1))

@@ -6,6 +6,7 @@ import functools
 import hashlib
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -104,12 +105,22 @@ def isolated(tmp_path, monkeypatch):
     return tmp_path
 
 
-def test_torchvision_layout_loads_and_slim_cache_is_reused(tmp_path, place):
+def known(monkeypatch, path: Path) -> None:
+    """Make ``path`` the known torchvision ImageNet file for this test (its sha256 becomes the recorded one)."""
+    monkeypatch.setattr(vgg, "IMAGENET_SHA256_PREFIX", hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def cache_files() -> list[Path]:
+    root = Path(os.environ["ATELIER_CACHE"])
+    return sorted(root.rglob("*")) if root.exists() else []
+
+
+def test_torchvision_layout_loads_and_is_labelled_by_its_file(tmp_path, place):
     sd = tv_state_dict(0)
     assert sorted(sd) == sorted(f"features.{i}.{p}" for i in TV_CONV_INDICES for p in ("weight", "bias"))
     path = place("tv", 0, tmp_path / "weights.pth")
     net = load_vgg19(str(path))
-    assert net.identity == f"vgg19:torchvision-imagenet(sha256:{sha12(path)})" and not net.is_random
+    assert net.identity == f"vgg19:file:weights.pth(sha256:{sha12(path)})" and not net.is_random
     assert len(convs_of(net)) == 13
     for conv, i in zip(convs_of(net), TV_CONV_INDICES):
         assert torch.equal(conv.weight, sd[f"features.{i}.weight"]) and torch.equal(conv.bias, sd[f"features.{i}.bias"])
@@ -118,8 +129,23 @@ def test_torchvision_layout_loads_and_slim_cache_is_reused(tmp_path, place):
     assert net.layer_names[-3:] == ("pool4", "conv5_1", "relu5_1") and len(net.layer_names) == 13 * 2 + 4
     assert all(not m.inplace for m in net.modules() if isinstance(m, nn.ReLU))
     assert not net.training and not any(p.requires_grad for p in net.parameters())
+    assert cache_files() == []  # loading never writes the slim cache
 
-    slim = vgg.slim_cache_path()
+
+def test_only_the_known_file_is_imagenet_and_only_fetch_caches_it(tmp_path, place, monkeypatch):
+    path = place("tv", 0, tmp_path / "weights.pth")
+    with pytest.raises(AtelierError) as info:  # a random torchvision-layout file is not ImageNet
+        fetch_vgg19(str(path), progress=False)
+    message = str(info.value)
+    assert "\n" not in message and "not torchvision's ImageNet VGG19" in message and str(path) in message
+    assert "--vgg-weights" in message and cache_files() == []
+
+    known(monkeypatch, path)
+    net = load_vgg19(str(path))
+    assert net.identity == f"vgg19:torchvision-imagenet(sha256:{sha12(path)})"
+    assert cache_files() == []  # still nothing: only fetch writes the cache
+    slim = fetch_vgg19(str(path), progress=False)
+    assert slim == vgg.slim_cache_path()
     with safe_open(str(slim), framework="pt") as f:
         assert len(list(f.keys())) == 26 and all(k.startswith("features.") for k in f.keys())
         assert f.metadata()["source"] == net.identity
@@ -127,6 +153,37 @@ def test_torchvision_layout_loads_and_slim_cache_is_reused(tmp_path, place):
     again = load_vgg19()
     assert again.identity == net.identity
     assert all(torch.equal(a.weight, b.weight) for a, b in zip(convs_of(net), convs_of(again)))
+
+    copy = tmp_path / "copy.safetensors"  # a slim copy elsewhere: its recorded label is only data
+    shutil.copyfile(slim, copy)
+    assert load_vgg19(str(copy)).identity == f"vgg19:file:copy.safetensors(sha256:{sha12(copy)})"
+
+
+def test_a_cache_labelled_imagenet_from_another_file_loses_the_label(tmp_path, place, monkeypatch):
+    """A slim cache written before the hash was checked may call any torchvision file ImageNet."""
+    path = place("tv", 0, tmp_path / "weights.pth")
+    known(monkeypatch, path)
+    fetch_vgg19(str(path), progress=False)
+    monkeypatch.setattr(vgg, "IMAGENET_SHA256_PREFIX", "dcbb9e9d")  # the real file's: the cached label is wrong
+    slim = vgg.slim_cache_path()
+    assert load_vgg19().identity == f"vgg19:file:{slim.name}(sha256:{sha12(slim)})"
+    vgg._write_slim(vgg._random_weights(0))  # as benchmarks/bench_engines.py does: a random label claims nothing
+    assert load_vgg19(str(slim)).identity == "vgg19:random(seed=0)"
+
+
+def test_vgg_weights_given_a_random_file_leave_the_cache_empty_and_label_the_output(tmp_path, place):
+    from atelier.cli import main
+    from atelier.images import read_metadata, save_image
+
+    path = place("tv", 5, tmp_path / "someone.pth")
+    content, style, out = tmp_path / "c.png", tmp_path / "s.png", tmp_path / "out.png"
+    save_image(image(24, 32), content)
+    save_image(image(32, 32), style)
+    args = ["stylize", str(content), "--style", str(style), "-o", str(out), "-m", "gatys", "--vgg-weights",
+            str(path), "--iterations", "1", "--size", "32", "--scales", "none", "-q"]
+    assert main(args) == 0
+    assert read_metadata(out)["weights"] == f"vgg19:file:someone.pth(sha256:{sha12(path)})"
+    assert cache_files() == []
 
 
 def test_forward_shapes_and_imagenet_normalisation():
@@ -208,7 +265,10 @@ def test_resolution_order(tmp_path, monkeypatch, place):
     assert find_vgg19_weights()[0] == str(hub)
     assert torch.equal(first_weight(load_vgg19()), tv_state_dict(3)["features.0.weight"])
 
-    fetch_vgg19(str(place("tv", 2, tmp_path / "c.pth")))  # cache now beats the hub file
+    assert load_vgg19().identity == f"vgg19:file:{VGG19_FILENAME}(sha256:{sha12(hub)})"  # its name is no proof
+    c = place("tv", 2, tmp_path / "c.pth")
+    known(monkeypatch, c)
+    fetch_vgg19(str(c))  # cache now beats the hub file
     assert find_vgg19_weights()[0] == str(vgg.slim_cache_path())
     assert torch.equal(first_weight(load_vgg19()), tv_state_dict(2)["features.0.weight"])
 
@@ -315,10 +375,11 @@ def test_download_uses_hub_with_hash_check(monkeypatch):
     (url, kwargs), = calls
     assert url == VGG19_URL and kwargs["check_hash"] is True and kwargs["weights_only"] is True
     assert kwargs["progress"] is False
-    assert net.identity.startswith("vgg19:torchvision-imagenet(sha256:dcbb9e9d")
-    assert vgg.slim_cache_path().is_file() and load_vgg19().identity == net.identity
+    assert net.identity == "vgg19:torchvision-imagenet(sha256:dcbb9e9d)"
+    assert cache_files() == []  # a load never writes the slim cache, even after a download
 
     assert fetch_vgg19(progress=False) == vgg.slim_cache_path() and len(calls) == 2
+    assert load_vgg19().identity == net.identity
 
 
 def test_download_failure_is_one_line(monkeypatch):
@@ -331,12 +392,14 @@ def test_download_failure_is_one_line(monkeypatch):
     assert "\n" not in str(info.value) and VGG19_URL in str(info.value) and "unreachable" in str(info.value)
 
 
-def test_cache_write_failure_only_warns(tmp_path, monkeypatch, place):
+def test_an_unwritable_cache_bothers_only_fetch(tmp_path, monkeypatch, place):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("x")
     monkeypatch.setenv("ATELIER_CACHE", str(blocker / "cache"))
     path = place("tv", 0, tmp_path / "w.pth")
-    with pytest.warns(UserWarning, match="slim cache"):
+    known(monkeypatch, path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # loading does not even try to write
         net = load_vgg19(str(path))
     assert net.identity.startswith("vgg19:torchvision-imagenet")
     with pytest.raises(AtelierError, match="ATELIER_CACHE"):

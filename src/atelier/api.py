@@ -1,39 +1,40 @@
 """The facade: the CLI, the service and the benchmarks all call these functions.
 
-``stylize(content, style, method=..., **options)`` loads inputs by the one pixel convention, runs the method and
-returns a ``StylizeResult`` (the picture, per-step statistics and the metadata that ``save`` writes with it).
-``stylize(content, model=...)`` (or ``method=<StudentModel>``, or ``method=<bundled student name>``) runs a trained
-feed-forward student instead: one forward pass, optionally in tiles; ``load_model`` loads one (cached).
+``stylize(content, style, method=..., **options)`` finds the method (``atelier.methods.find``: a registered name, a
+bundled student's name, a student model folder or a loaded model), refuses options that do not apply to it, loads
+the inputs through the one pixel gate, runs it and returns a ``StylizeResult`` (the picture, per-step statistics and
+the metadata that ``save`` writes with it). ``stylize_folder`` does the same for every image in a folder.
+``load_model`` loads a student (cached); ``list_methods`` describes every registered method.
 """
 
 from __future__ import annotations
 
 import os
-import threading
-import time
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from PIL import Image
 
 from . import __version__, registry
-from .config import DEFAULT_METHOD, StylizeOptions
-from .errors import AtelierError
-from .images import save_image, tensor_to_pil, to_image_tensor
-from .methods.feedforward import KIND as STUDENT_KIND
-from .methods.feedforward import StudentModel, list_students, resolve_model
+from .devices import resolve_device
+from .errors import AtelierError, OptionError
+from .images import SUPPORTED_SAVE, check_output_path, list_images, open_image, save_image, tensor_to_pil, \
+    to_image_tensor
+from .methods import Method, find
+from .methods.feedforward import StudentModel, load_student
+from .options import DEFAULT_METHOD, StylizeOptions
 from .progress import Callback
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 ModelLike = Union[str, os.PathLike, StudentModel]
+MethodLike = Union[str, os.PathLike, StudentModel, Method]
 
-_MODEL_CACHE_SIZE = 4
-_models: "OrderedDict[tuple, StudentModel]" = OrderedDict()
-_models_lock = threading.Lock()
+__all__ = ["stylize", "stylize_folder", "load_model", "list_methods", "find_method", "resolve_device", "fetch_weights",
+           "make_lite",
+           "StylizeResult", "DEFAULT_METHOD"]
 
 
 @dataclass
@@ -55,171 +56,181 @@ class StylizeResult:
         return save_image(self.tensor, path, self.metadata)
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise AtelierError("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise AtelierError("--device mps asked for, but this machine has no MPS backend; use --device cpu or auto")
-    if name not in ("cpu", "cuda", "mps"):
-        raise AtelierError(f"--device must be auto, cpu, cuda or mps, got {name!r}")
-    return torch.device(name)
-
-
 def _label(image: ImageLike) -> str:
     return os.path.basename(os.fspath(image)) if isinstance(image, (str, os.PathLike)) else type(image).__name__
 
 
 def load_model(name_or_path: ModelLike) -> StudentModel:
-    """A student model folder (a path, or a bundled student's name) loaded for inference.
-
-    Cached by resolved folder and the weights file's modification time and size, so a service or a batch loads each
-    model once, and a model folder rewritten in place is read again.
-    """
-    if isinstance(name_or_path, StudentModel):
-        return name_or_path
-    folder = resolve_model(name_or_path)
-    from .checkpoint import WEIGHTS_NAME
-
-    try:
-        st = (folder / WEIGHTS_NAME).stat()
-        key: Optional[tuple] = (str(folder.resolve()), st.st_mtime_ns, st.st_size)
-    except OSError:
-        key = None  # from_folder says what is wrong
-    with _models_lock:
-        if key is not None and key in _models:
-            _models.move_to_end(key)
-            return _models[key]
-    model = StudentModel.from_folder(folder)
-    if key is not None:
-        with _models_lock:
-            _models[key] = model
-            while len(_models) > _MODEL_CACHE_SIZE:
-                _models.popitem(last=False)
-    return model
+    """A student model folder (a path, or a bundled student's name) loaded for inference (cached by folder and the
+    weights file's modification time and size)."""
+    return load_student(name_or_path)
 
 
-DEFAULT_TILE = 0  # one pass; the CLI's --tile reads its default here
-
-
-def _check_tile(tile: Any) -> int:
-    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 0:
-        raise AtelierError(f"--tile must be a whole number of pixels >= 0 (0: one pass), got {tile!r}")
-    return tile
-
-
-def student_for(method: Any = "lite", model: Optional[ModelLike] = None) -> Optional[StudentModel]:
-    """The student a ``stylize`` call with these arguments runs (``model=``, ``method=<StudentModel>`` or a bundled
-    student's name as the method), loaded; None for an optimisation method."""
+def find_method(method: Optional[MethodLike] = None, model: Optional[ModelLike] = None) -> Method:
+    """The method a ``stylize`` call with these arguments runs. ``model=`` names a student (the same as
+    ``method=<its folder or name>``); giving both is refused."""
+    if model is not None and method is not None:
+        raise OptionError("model", "names a student, which is the method; give model or method, not both")
     if model is not None:
-        student = load_model(model)
-        if isinstance(method, StudentModel) and method is not student:
-            raise AtelierError("give the student once: model= and method= name different models")
-        return student
-    if isinstance(method, StudentModel):
-        return method
-    if isinstance(method, str) and method not in registry.names("method") \
-            and method in {s["name"] for s in list_students()}:
-        return load_model(method)
-    return None
+        m = find(model)
+        if m.kind != "student":
+            raise OptionError("model", f"must be a trained student (a model folder or a bundled student's name); "
+                                       f"{model!r} is the {m.kind} method {m.name}")
+        return m
+    return find(DEFAULT_METHOD if method is None else method)
 
 
 def stylize(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike], None] = None,
-            method: Union[str, StudentModel] = DEFAULT_METHOD, *, model: Optional[ModelLike] = None,
+            method: Optional[MethodLike] = None, *, model: Optional[ModelLike] = None,
             callback: Optional[Callback] = None, **options: Any) -> StylizeResult:
     """Stylise ``content`` in the style of ``style`` (one image or several, blended by ``style_weights``).
 
-    ``options`` are the fields of ``atelier.config.StylizeOptions`` (size, iterations, style_weight, ...), plus
-    ``tile`` for students. With ``model=`` (a model folder, a bundled student's name or a ``StudentModel``) or
-    ``method=<StudentModel>``, a trained student runs instead: ``style`` is ignored (the student's style is baked
-    in), only ``size``, ``device``, ``max_pixels`` and ``tile`` (0: one pass; N: N x N tiles, blended) matter, and
-    the other options are checked but unused.
+    ``method``: a method name (see ``list_methods``; default ``lite``), a bundled student's name, a student model
+    folder, a ``StudentModel`` or a ``Method``. ``options`` are the fields of ``atelier.options.StylizeOptions``;
+    one the method does not read is refused, as is a style image given to a student (its style is baked in).
     """
-    tile = _check_tile(options.pop("tile", DEFAULT_TILE))
-    student = student_for(method, model)
-    if student is not None:
-        return _stylize_student(content, student, tile, StylizeOptions.from_kwargs(**options))
-    if not isinstance(method, str):
-        raise AtelierError(f"method must be a method name or a loaded student model, got {type(method).__name__}")
-    if tile:
-        raise AtelierError(f"--tile works with student models (--model) only; method {method} optimises the "
-                           "whole image at once")
-    m = registry.create("method", method)
-    opts = m.resolve(StylizeOptions.from_kwargs(**options))
-    if style is None:
-        raise AtelierError(f"a style image is needed for method {method}; pass one (--style), or use a trained "
-                           "student (--model)")
-    styles = list(style) if isinstance(style, (list, tuple)) else [style]
-    if not styles:
-        raise AtelierError("at least one style image is needed")
+    m = find_method(method, model)
+    given = set(options)
+    opts = StylizeOptions.from_kwargs(**options).replace(method=m.name, model=None)
+    m.refuse_inapplicable(given)
+    opts = m.resolve(opts)
+    styles = [] if style is None else list(style) if isinstance(style, (list, tuple)) else [style]
+    m.check_styles(len(styles))
     device = resolve_device(opts.device)
     content_t = to_image_tensor(content, opts.size, opts.max_pixels, "content")
     style_long = max(16, round(opts.size * opts.style_scale))
     style_ts = [to_image_tensor(s, style_long, opts.max_pixels, "style") for s in styles]
-    result, net = m.run(content_t, style_ts, opts, device, callback)
+    painting = m.run(content_t, style_ts, opts, device, callback)
     metadata = {
         "atelier_version": __version__,
-        "method": method,
-        "weights": net.identity,
-        "random_weights": net.is_random,
-        "seed": opts.seed,
+        "method": m.name,
+        **painting.metadata,
+        **({"seed": opts.seed} if "seed" in m.options else {}),
         "content": _label(content),
         "styles": [_label(s) for s in styles],
-        "evaluations": result.evaluations,
-        "optimizer_steps": result.optimizer_steps,
-        "seconds": round(result.seconds, 3),
+        "size": list(painting.image.shape[-2:]),
+        "evaluations": painting.evaluations,
+        "optimizer_steps": painting.optimizer_steps,
+        "seconds": round(painting.seconds, 3),
         "device": str(device),
-        "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items()},
+        "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items()
+                    if k in m.options or k in given},
     }
-    return StylizeResult(result.image.detach().cpu(), method, opts, result.evaluations, result.optimizer_steps,
-                         result.seconds, result.history, metadata)
+    return StylizeResult(painting.image.detach().cpu(), m.name, opts, painting.evaluations, painting.optimizer_steps,
+                         painting.seconds, painting.history, metadata)
 
 
-def _stylize_student(content: ImageLike, student: StudentModel, tile: int, opts: StylizeOptions) -> StylizeResult:
-    device = resolve_device(opts.device)
-    content_t = to_image_tensor(content, opts.size, opts.max_pixels, "content")
-    t0 = time.perf_counter()
-    image = student.run(content_t, tile=tile, device=device)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - t0
-    label = f"{STUDENT_KIND}:{student.name}"
-    metadata = {
-        "atelier_version": __version__,
-        "method": label,
-        "weights": student.identity,
-        "random_weights": False,
-        "content": _label(content),
-        "style": student.style,
-        "model_folder": str(student.folder),
-        "tile": tile,
-        "size": list(image.shape[-2:]),
-        "evaluations": 0,
-        "optimizer_steps": 0,
-        "seconds": round(seconds, 3),
-        "device": str(device),
-    }
-    return StylizeResult(image.detach().cpu(), label, opts, 0, 0, seconds, [], metadata)
+def folder_targets(folder: Path, out_dir: Path, styles: Sequence[Any] = ()) -> list[tuple[Path, Path]]:
+    """(input, output) for every image in ``folder``: OUT_DIR/<stem>.png (<name>.png where stems collide). Refuses
+    an output that is a file, an image name, the input folder, or any target that would overwrite an input."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OptionError("output", f"must be a folder for the results, since {folder} is a folder; {out_dir} is a "
+                                    "file")
+    if not out_dir.exists() and out_dir.suffix.lower() in SUPPORTED_SAVE:
+        raise OptionError("output", f"must name a folder for the results, since {folder} is a folder, not an image "
+                                    f"file ({out_dir})")
+    if out_dir.resolve() == folder.resolve():
+        raise OptionError("output", f"{out_dir} is the input folder; choose another folder so no input is "
+                                    "overwritten")
+    images = list_images(folder)
+    if not images:
+        raise AtelierError(f"{folder} holds no images (.jpg, .jpeg, .png, .webp, .tif, .tiff, .bmp, .gif)")
+    stems: dict[str, int] = {}
+    for p in images:
+        stems[p.stem] = stems.get(p.stem, 0) + 1
+    pairs = [(p, out_dir / (f"{p.stem}.png" if stems[p.stem] == 1 else f"{p.name}.png")) for p in images]
+    protected = {p.resolve() for p in images} | {Path(s).resolve() for s in styles
+                                                 if isinstance(s, (str, os.PathLike)) and Path(s).exists()}
+    for _, target in pairs:
+        if target.resolve() in protected:
+            raise OptionError("output", f"{target} would overwrite an input image; choose another folder")
+    return pairs
+
+
+@dataclass
+class FolderResult:
+    written: list[Path]
+    skipped: list[tuple[str, str]]         # (file name, why it could not be read)
+    seconds: float                         # stylisation time, summed
+    method: str
+    interrupted: bool = False
+
+
+def stylize_folder(folder: Union[str, os.PathLike], out_dir: Union[str, os.PathLike],
+                   style: Union[ImageLike, Sequence[ImageLike], None] = None, method: Optional[MethodLike] = None,
+                   *, model: Optional[ModelLike] = None, progress: Optional[Callable[[int, int], None]] = None,
+                   **options: Any) -> FolderResult:
+    """Stylise every image in ``folder`` into ``out_dir`` (created), as ``stylize`` does one; files that cannot be
+    read are skipped and listed, every other error stops. The method is found, and its options checked, before
+    anything is written. ``progress(done, total)`` is called after each image. A KeyboardInterrupt stops after the
+    images written so far (``interrupted``)."""
+    folder, out_dir = Path(folder), Path(out_dir)
+    m = find_method(method, model)
+    m.refuse_inapplicable(options)
+    styles = [] if style is None else list(style) if isinstance(style, (list, tuple)) else [style]
+    m.check_styles(len(styles))
+    pairs = folder_targets(folder, out_dir, styles)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise AtelierError(f"cannot create output folder {out_dir} ({e.strerror or e})") from None
+    check_output_path(out_dir / "check.png")  # writable? (nothing is written)
+    max_pixels = options.get("max_pixels", StylizeOptions.max_pixels)
+    done = FolderResult([], [], 0.0, m.name)
+    try:
+        for i, (src, target) in enumerate(pairs):
+            try:
+                picture = open_image(src, max_pixels)  # unreadable inputs are skipped; every other error stops
+            except AtelierError as e:
+                done.skipped.append((src.name, str(e)))
+            else:
+                result = stylize(picture, styles or None, m, **options)
+                result.metadata["content"] = src.name
+                done.written.append(result.save(target))
+                done.seconds += result.seconds
+            if progress is not None:
+                progress(i + 1, len(pairs))
+    except KeyboardInterrupt:
+        done.interrupted = True
+        return done
+    if not done.written:
+        raise AtelierError(f"none of the {len(pairs)} images in {folder} could be read (first: {done.skipped[0][1]})")
+    return done
+
+
+def fetch_weights(name: str = "vgg19", source: Optional[Union[str, os.PathLike]] = None,
+                  progress: bool = True) -> Path:
+    """Download (or import ``source``, a local file) and cache a feature net's weights; returns the cached file."""
+    if name != "vgg19":
+        raise AtelierError(f"only vgg19's weights are fetched; effnet's and lite's come with the package, got {name!r}")
+    from .features.vgg import fetch_vgg19
+
+    return fetch_vgg19(source, progress=progress)
+
+
+def make_lite(out: Union[str, os.PathLike], source: Optional[Union[str, os.PathLike]] = None,
+              name: Optional[str] = None, levels: Sequence[str] = ()) -> Path:
+    """Make a lite encoder folder (EfficientNet-Lite0 ImageNet truncated to ``levels``, BatchNorm folded, int8), as
+    the bundled one was made. An existing ``out`` is never overwritten."""
+    from .features.lite import make_lite_from_effnet
+
+    out = Path(out)
+    if out.exists():
+        raise OptionError("out", f"{out} exists; choose a new folder (an existing folder is never overwritten)")
+    return make_lite_from_effnet(out, source, name, levels)
 
 
 def list_methods() -> list[dict[str, Any]]:
-    """Every registered method with whether it can run here and why not, then the bundled students."""
+    """Every registered method (the bundled students included) with its kind, whether it can run here and why not,
+    and the defaults an option left unset takes."""
     out = []
     for name in registry.names("method"):
         m = registry.create("method", name)
         ok, reason = m.availability()
-        try:  # the defaults an option left unset takes (a damaged --lite-model folder has none to give)
+        try:  # a damaged --lite-model folder has no defaults to give
             defaults = {k: (list(v) if isinstance(v, tuple) else v) for k, v in m.defaults().items()}
         except AtelierError:
             defaults = {}
-        out.append({"name": name, "kind": "optimisation", "description": m.description, "available": ok,
-                    "reason": reason, "defaults": defaults})
-    for st in list_students():  # bundled students: run with --model NAME (or method=NAME)
-        out.append({"name": st["name"], "kind": STUDENT_KIND, "description": st["description"], "available": True,
-                    "reason": f"bundled student model folder {st['folder']}; use --model {st['name']}"})
+        out.append({"name": name, "kind": m.kind, "description": m.description, "available": ok, "reason": reason,
+                    "style": m.style, "defaults": defaults})
     return out

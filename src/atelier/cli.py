@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from . import __version__
-from .config import DEFAULT_METHOD, StylizeOptions
-from .errors import AtelierError
+from .options import DEFAULT_METHOD, StylizeOptions
+from .errors import AtelierError, OptionError
 from .progress import StepInfo
 
 EXIT_USAGE = 2
@@ -39,7 +39,7 @@ def _scalar_type(cls: type, f) -> type:
 
 
 def add_option_flags(parser: argparse.ArgumentParser, cls: type = StylizeOptions,
-                     title: str = "optimisation options (defaults from atelier.config.StylizeOptions)") -> None:
+                     title: str = "optimisation options (defaults from atelier.options.StylizeOptions)") -> None:
     """Add one flag per field of the options dataclass ``cls``, with the field's default and help.
 
     Choices are not given to argparse: the dataclass's ``validate`` checks them, so a bad value gets the same
@@ -70,7 +70,7 @@ def add_option_flags(parser: argparse.ArgumentParser, cls: type = StylizeOptions
             choices = meta.get("choices")
             kwargs["type"] = kind
             kwargs["metavar"] = meta.get("metavar") or ("|".join(choices) if choices else None)
-        group.add_argument(flag, **kwargs)
+        group.add_argument(*([meta["short"]] if meta.get("short") else []), flag, **kwargs)
 
 
 class _Progress:
@@ -117,46 +117,35 @@ def _log(args: argparse.Namespace):
     return None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
 
 
-def _stylize_options(args: argparse.Namespace) -> dict[str, Any]:
-    options = _given(args, StylizeOptions)
-    if getattr(args, "tile", None) is not None:
-        options["tile"] = args.tile
-    return options
-
-
 def cmd_stylize(args: argparse.Namespace) -> int:
-    """One photo, or every photo in a folder, by an optimisation method (``--style``) or a student (``--model``)."""
-    from .api import student_for
+    """One photo, or every photo in a folder, by any method: an optimisation engine (with ``--style``) or a trained
+    student (``--model``/``--method``, its style baked in)."""
+    from .api import find_method, stylize
 
-    if args.model is not None and args.method is not None:
-        raise AtelierError("give --model (a trained student) or --method (an optimisation engine), not both")
-    method = args.method or DEFAULT_METHOD
-    student = student_for(method, args.model)  # loaded once, before any output; None for optimisation methods
-    if student is None and not args.style:
-        raise AtelierError(f"a style image is needed for method {method}: pass --style STYLE, or --model "
-                           "MODEL_DIR|NAME to run a trained student")
-    if student is not None and args.style and not args.quiet:
-        print(f"atelier: note: --style is ignored: {student.name}'s style is baked into the model", file=sys.stderr)
-    styles = [] if student is not None else list(args.style)
-    options = _stylize_options(args)
+    options = _given(args, StylizeOptions)
+    method, model = options.pop("method", None), options.pop("model", None)
+    m = find_method(method, model)  # loaded once, and its options checked, before any output
+    m.refuse_inapplicable(options)
+    m.check_styles(len(args.style))
+    styles = list(args.style)
     if Path(args.content).is_dir():
-        return _stylize_folder(args, Path(args.content), styles, student or method, options)
+        return _stylize_folder(args, Path(args.content), styles, m, options)
 
-    from .api import stylize
     from .images import check_output_path
 
     out = check_output_path(args.output)
     for given in [args.content, *styles]:
         if Path(given).exists() and out.exists() and out.resolve() == Path(given).resolve():
-            raise AtelierError(f"--output {out} is one of the input images; choose another name so the input "
-                               "is not overwritten")
-    progress = _Progress(not args.quiet and student is None, out, options.get("save_every", 0))
+            raise OptionError("output", f"{out} is one of the input images; choose another name so the input is "
+                                        "not overwritten")
+    optimises = m.kind == "optimisation"
+    progress = _Progress(not args.quiet and optimises, out, options.get("save_every", 0))
     try:
-        result = stylize(args.content, styles or None, method=student or method, callback=progress, **options)
+        result = stylize(args.content, styles or None, m, callback=progress, **options)
     finally:
         progress.close()
     path = result.save(out)
-    if student is not None:
+    if not optimises:
         how = f"{options['tile']} px tiles" if options.get("tile") else "one pass"
         print(f"wrote {path} ({result.method}, {how}, {result.seconds:.2f} s)")
         return 0
@@ -166,75 +155,28 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _folder_targets(folder: Path, out_dir: Path, styles: list[str]) -> list[tuple[Path, Path]]:
-    """(input, output) for every image in ``folder``: OUT_DIR/<stem>.png (<name>.png where stems collide)."""
-    from .images import SUPPORTED_SAVE, list_images
-
-    if out_dir.exists() and not out_dir.is_dir():
-        raise AtelierError(f"{folder} is a folder, so --output must be a folder for the results; {out_dir} is a file")
-    if not out_dir.exists() and out_dir.suffix.lower() in SUPPORTED_SAVE:
-        raise AtelierError(f"{folder} is a folder, so --output must name a folder for the results, not an image "
-                           f"file ({out_dir})")
-    if out_dir.resolve() == folder.resolve():
-        raise AtelierError(f"--output {out_dir} is the input folder; choose another folder so no input is "
-                           "overwritten")
-    images = list_images(folder)
-    if not images:
-        raise AtelierError(f"{folder} holds no images (.jpg, .jpeg, .png, .webp, .tif, .tiff, .bmp, .gif)")
-    stems: dict[str, int] = {}
-    for p in images:
-        stems[p.stem] = stems.get(p.stem, 0) + 1
-    pairs = [(p, out_dir / (f"{p.stem}.png" if stems[p.stem] == 1 else f"{p.name}.png")) for p in images]
-    protected = {p.resolve() for p in images} | {Path(s).resolve() for s in styles if Path(s).exists()}
-    for _, target in pairs:
-        if target.resolve() in protected:
-            raise AtelierError(f"writing {target} would overwrite an input image; choose another --output folder")
-    return pairs
-
-
 def _stylize_folder(args: argparse.Namespace, folder: Path, styles: list[str], method: Any,
                     options: dict[str, Any]) -> int:
     """Stylise every image in ``folder`` into ``--output`` (a folder), skipping files that cannot be read."""
     from tqdm import tqdm
 
-    from .api import stylize
-    from .images import check_output_path, open_image
+    from .api import folder_targets, stylize_folder
 
-    out_dir = Path(args.output)
-    pairs = _folder_targets(folder, out_dir, styles)
+    total = len(folder_targets(folder, Path(args.output), styles))  # refuses a bad --output before the bar
+    bar = tqdm(total=total, desc="stylize", unit="img", file=sys.stderr, dynamic_ncols=True, disable=args.quiet)
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise AtelierError(f"cannot create output folder {out_dir} ({e.strerror or e})") from None
-    check_output_path(out_dir / "check.png")  # writable? (nothing is written)
-    max_pixels = options.get("max_pixels", StylizeOptions.max_pixels)
-    skipped: list[tuple[str, str]] = []
-    written, seconds, label = 0, 0.0, ""
-    bar = tqdm(pairs, desc="stylize", unit="img", file=sys.stderr, dynamic_ncols=True, disable=args.quiet)
-    try:
-        for src, target in bar:
-            try:
-                picture = open_image(src, max_pixels)  # unreadable inputs are skipped; every other error stops
-            except AtelierError as e:
-                skipped.append((src.name, str(e)))
-                continue
-            result = stylize(picture, styles or None, method=method, **options)
-            result.metadata["content"] = src.name
-            result.save(target)
-            written, seconds, label = written + 1, seconds + result.seconds, result.method
-    except KeyboardInterrupt:
-        bar.close()
-        print(f"atelier: interrupted after {written} of {len(pairs)} images; those are in {out_dir}",
-              file=sys.stderr)
-        return 130
+        done = stylize_folder(folder, args.output, styles or None, method,
+                              progress=lambda i, n: bar.update(i - bar.n), **options)
     finally:
         bar.close()
-    for name, reason in skipped:
+    for name, reason in done.skipped:
         print(f"atelier: skipped {name}: {reason}", file=sys.stderr)
-    if not written:
-        raise AtelierError(f"none of the {len(pairs)} images in {folder} could be read (first: {skipped[0][1]})")
-    note = f"; skipped {len(skipped)} unreadable file(s)" if skipped else ""
-    print(f"wrote {written} image(s) to {out_dir} ({label}, {seconds:.1f} s){note}")
+    if done.interrupted:
+        print(f"atelier: interrupted after {len(done.written)} of {total} images; those are in {args.output}",
+              file=sys.stderr)
+        return 130
+    note = f"; skipped {len(done.skipped)} unreadable file(s)" if done.skipped else ""
+    print(f"wrote {len(done.written)} image(s) to {args.output} ({done.method}, {done.seconds:.1f} s){note}")
     return 0
 
 
@@ -262,32 +204,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_methods(args: argparse.Namespace) -> int:
     from .api import list_methods
 
+    pad = " " * 26
     for m in list_methods():
         state = "available" if m["available"] else "unavailable"
-        print(f"{m['name']:<10} {state:<12} {m['description']}")
-        print(f"{'':<10} {'':<12} {m['reason']}")
+        print(f"{m['name']:<12} {m['kind']:<12} {m['description']}")
+        print(f"{pad}{state}{': ' + m['reason'] if m['reason'] else ''}")
         if m.get("defaults"):
             shown = ", ".join(f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}"
                               for k, v in m["defaults"].items())
-            print(f"{'':<10} {'':<12} defaults: {shown}")
+            print(f"{pad}defaults: {shown}")
     return 0
 
 
 def cmd_weights_fetch(args: argparse.Namespace) -> int:
-    from .features.vgg import fetch_vgg19
+    from .api import fetch_weights
 
-    path = fetch_vgg19(args.source, progress=not args.quiet)
+    path = fetch_weights(args.name, args.source, progress=not args.quiet)
     print(f"cached VGG19 conv1_1..conv5_1 at {path}")
     return 0
 
 
 def cmd_weights_make_lite(args: argparse.Namespace) -> int:
-    from .features.lite import make_lite_from_effnet
+    from .api import make_lite
 
-    out = Path(args.out)
-    if out.exists():
-        raise AtelierError(f"{out} exists; choose a new --out folder (an existing folder is never overwritten)")
-    path = make_lite_from_effnet(out, args.source, args.name, args.levels)
+    path = make_lite(args.out, args.source, args.name, args.levels)
     size = (path / "model.safetensors").stat().st_size
     print(f"wrote {path} ({size / 1e6:.2f} MB); use it with --method lite --lite-model {path}")
     return 0
@@ -318,7 +258,7 @@ def _train(args: argparse.Namespace, cls: type, train) -> int:
 
 def cmd_train_lite(args: argparse.Namespace) -> int:
     """Train a lite encoder (atelier.train.lite); runs under torchrun unchanged."""
-    from .config import LiteTrainOptions
+    from .options import LiteTrainOptions
     from .train.lite import train_lite
 
     return _train(args, LiteTrainOptions, train_lite)
@@ -326,15 +266,16 @@ def cmd_train_lite(args: argparse.Namespace) -> int:
 
 def cmd_train_student(args: argparse.Namespace) -> int:
     """Train a student generator on a pairs folder (atelier.train.student); runs under torchrun unchanged."""
-    from .config import StudentTrainOptions
+    from .options import StudentTrainOptions
     from .train.student import train_student
 
     return _train(args, StudentTrainOptions, train_student)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    """Make (content, stylised) pairs with a teacher (atelier.train.pairs); resumable, shardable."""
-    from .train.pairs import PrepareOptions, prepare
+    """Make (content, stylised) pairs with a teacher (atelier.train.prepare); resumable, shardable."""
+    from .options import PrepareOptions
+    from .train.prepare import prepare
 
     summary = prepare(log=_log(args), progress=not args.quiet, **_given(args, PrepareOptions))
     skipped = ", ".join(f"{n} {why}" for why, n in summary["skipped"].items()) or "none"
@@ -348,15 +289,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_onnx
 
     report = export_onnx(args.model, args.output, opset=args.opset, quantize=args.quantize,
-                         calibration=args.calibration, check=not args.no_check, tolerance=args.tolerance,
-                         min_psnr=args.min_psnr)
+                         calibration=args.calibration, check=not args.no_check, force=args.force,
+                         tolerance=args.tolerance, min_psnr=args.min_psnr)
     print(report.summary())
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Run the HTTP service and its web page (atelier.serve)."""
-    from .config import ServeOptions
+    from .options import ServeOptions
     from .serve import run_server
 
     run_server(ServeOptions.from_kwargs(**_given(args, ServeOptions)))
@@ -376,6 +317,7 @@ def _add_export(sub) -> None:
                                    "(gatys, lite) are not exportable.")
     e.add_argument("model", metavar="MODEL_DIR|NAME", help="a student model folder, or a bundled student's name")
     e.add_argument("--output", "-o", required=True, metavar="OUT.onnx", help="where to write the ONNX model")
+    e.add_argument("--force", action="store_true", help="replace OUT.onnx if it exists (default: refuse)")
     e.add_argument("--opset", type=int, default=defaults["opset"], help=f"ONNX opset (default: {defaults['opset']})")
     e.add_argument("--quantize", default=defaults["quantize"], choices=QUANTIZE_CHOICES,
                    help=f"int8 quantization (default: {defaults['quantize']}); int8-static needs --calibration")
@@ -407,8 +349,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    from .api import DEFAULT_TILE
-
     s = sub.add_parser("stylize", help="stylise a photograph in the style of one or more artworks",
                        description="Stylise CONTENT in the style of STYLE (several --style are blended), or with a "
                                    "trained student (--model: one forward pass, its style baked in). CONTENT may be "
@@ -416,14 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("content", metavar="CONTENT", help="the photograph, or a folder of photographs")
     s.add_argument("--style", "-s", action="append", default=[], metavar="STYLE",
                    help="a style image (repeat for several); needed by the optimisation methods")
-    s.add_argument("--model", metavar="MODEL_DIR|NAME", default=None,
-                   help="a trained student: its model folder, or a bundled student's name (see `atelier methods`)")
     s.add_argument("--output", "-o", required=True, metavar="OUT",
                    help="output image (.png, .jpg, .webp); a folder when CONTENT is a folder")
-    s.add_argument("--method", "-m", default=None, help=f"engine (see `atelier methods`; default: {DEFAULT_METHOD})")
-    s.add_argument("--tile", type=int, default=None, metavar="N",
-                   help=f"students only: run in N x N tiles blended over their overlap, so memory stays bounded on "
-                        f"large images (default: {DEFAULT_TILE}, one pass)")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     add_option_flags(s)
     s.set_defaults(func=cmd_stylize)
@@ -461,8 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=cmd_weights_make_lite)
 
     from .bench import BenchOptions
-    from .config import LiteTrainOptions, StudentTrainOptions
-    from .train.pairs import PrepareOptions
+    from .options import LiteTrainOptions, StudentTrainOptions
+    from .options import PrepareOptions
 
     t = sub.add_parser("train", help="train models (the lite encoder, students)")
     tsub = t.add_subparsers(dest="train_command", metavar="WHAT")
@@ -484,7 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "Benchmark methods against the textbook Gatys baseline on the same pairs; writes results.json, "
                      "results.md, contact sheets and a convergence plot.", quiet="no progress lines")
     _add_export(sub)
-    from .config import ServeOptions
+    from .options import ServeOptions
 
     _options_command(sub, "serve", ServeOptions, cmd_serve,
                      "run the HTTP service and web page (needs the [serve] extra)",
@@ -493,13 +427,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _in_flags(e: AtelierError) -> str:
+    """The message in this front-end's words: an option's field (``style_weight``) is its flag (``--style-weight``)."""
+    return e.render(lambda name: "--" + name.replace("_", "-")) if isinstance(e, OptionError) else str(e)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except AtelierError as e:
-        print(f"atelier: error: {e}", file=sys.stderr)
+        print(f"atelier: error: {_in_flags(e)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("atelier: interrupted; the output was not written", file=sys.stderr)

@@ -11,14 +11,11 @@ directory is fsynced and renamed into place, so a crash never leaves a half-writ
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
-import tempfile
 import threading
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Union
 
@@ -28,7 +25,8 @@ import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
-from .errors import AtelierError
+from .errors import AtelierError, OptionError
+from .files import atomic_path, atomic_write_text, check_writable_parent
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -40,10 +38,6 @@ _SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"
 _READABLE = "JPEG, PNG, WebP, TIFF, BMP or GIF"
 
 
-# mkstemp creates files 0600; finished files get the mode a plain open() would give them. Python has no
-# read-only umask call, so read it once at import time by setting and restoring it.
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 _PILLOW_LIMIT_LOCK = threading.Lock()
 
 
@@ -61,8 +55,8 @@ def _allow_in_pillow(max_pixels: int) -> None:
 
 def _too_many(path: Path, size: tuple[int, int] | None, max_pixels: int) -> AtelierError:
     dims = f"{size[0]}x{size[1]} = {size[0] * size[1]:,} pixels, " if size else ""
-    return AtelierError(f"{path} is too large ({dims}limit {max_pixels:,} pixels); "
-                        "shrink it or raise the limit with --max-pixels")
+    return OptionError("max_pixels", "", before=f"{path} is too large ({dims}limit {max_pixels:,} pixels); shrink "
+                                                "it or raise the limit with")
 
 
 def _corrupt(path: Path, err: BaseException) -> AtelierError:
@@ -74,7 +68,7 @@ def open_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
     """Open an image file as a fully decoded RGB ``PIL.Image`` (EXIF-rotated, alpha over white)."""
     p = Path(path)
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
-        raise AtelierError(f"--max-pixels must be a positive whole number, got {max_pixels!r}")
+        raise OptionError("max_pixels", f"must be a positive whole number, got {max_pixels!r}")
     try:
         f = open(p, "rb")  # opened by us so missing/directory/permission problems get precise messages
     except FileNotFoundError:
@@ -170,7 +164,7 @@ def load_image(path: PathLike, size: int | None = None, max_pixels: int = DEFAUL
                device: torch.device | str | None = None) -> torch.Tensor:
     """Read a file as ``[1,3,H,W]``; with ``size``, resize (up or down) so the long side equals it."""
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise AtelierError(f"size must be a positive whole number of pixels, got {size!r}")
+        raise OptionError("size", f"must be a positive whole number of pixels, got {size!r}")
     t = pil_to_tensor(open_image(path, max_pixels))
     if size is not None:
         _check_resized(t, size, max_pixels, str(path))
@@ -195,7 +189,7 @@ def to_image_tensor(image: Any, size: int | None = None, max_pixels: int = DEFAU
         if w <= 0 or h <= 0:
             raise AtelierError(f"{what} has zero width or height ({w}x{h}); use a non-empty image")
         if w * h > max_pixels:
-            raise AtelierError(f"{what} has {w}x{h} = {w * h:,} pixels, more than --max-pixels {max_pixels:,}")
+            raise OptionError("max_pixels", f"{max_pixels:,}", before=f"{what} has {w}x{h} = {w * h:,} pixels, more than")
         try:
             t = pil_to_tensor(image)
         except (ValueError, OSError) as e:
@@ -219,11 +213,11 @@ def _check_resized(t: torch.Tensor, size: int, max_pixels: int, what: str) -> No
     """Refuse a resize whose result would have more than ``max_pixels`` pixels, before allocating it (a huge
     ``--size`` would otherwise try to allocate tens of GB, or write a picture past the pixel limit)."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise AtelierError(f"size must be a positive whole number of pixels, got {size!r}")
+        raise OptionError("size", f"must be a positive whole number of pixels, got {size!r}")
     h, w = long_side_hw(int(t.shape[-2]), int(t.shape[-1]), size)
     if h * w > max_pixels:
-        raise AtelierError(f"--size {size} makes {what} {w}x{h} = {w * h:,} pixels, more than --max-pixels "
-                           f"{max_pixels:,}; use a smaller --size")
+        raise OptionError("size", f"{size} makes {what} {w}x{h} = {w * h:,} pixels, more than max_pixels "
+                                  f"{max_pixels:,}; use a smaller size")
 
 
 def _array_to_tensor(t: torch.Tensor, channels_last: bool, what: str, max_pixels: int,
@@ -246,7 +240,7 @@ def _array_to_tensor(t: torch.Tensor, channels_last: bool, what: str, max_pixels
     if h == 0 or w == 0:
         raise AtelierError(f"{what} is empty (shape {shape}); give an image with pixels")
     if h * w > max_pixels:
-        raise AtelierError(f"{what} has {w}x{h} = {w * h:,} pixels, more than --max-pixels {max_pixels:,}")
+        raise OptionError("max_pixels", f"{max_pixels:,}", before=f"{what} has {w}x{h} = {w * h:,} pixels, more than")
     if uint16:
         x = x.to(torch.float32) / 65535.0
     elif x.dtype == torch.uint8:
@@ -316,92 +310,8 @@ def check_output_path(path: PathLike) -> Path:
                            f"use one of {', '.join(sorted(SUPPORTED_SAVE))}")
     if p.is_dir():
         raise AtelierError(f"cannot save to {p}: it is a directory; give a file name such as {p / 'out.png'}")
-    parent = p.parent  # Path("out.png").parent is Path("."), the working directory
-    if not parent.exists():
-        raise AtelierError(f"cannot save {p}: directory {parent} does not exist; create it first")
-    if not parent.is_dir():
-        raise AtelierError(f"cannot save {p}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise AtelierError(f"cannot save {p}: directory {parent} is not writable; "
-                           "choose another location or fix its permissions")
+    check_writable_parent(p, "save")
     return p
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Makes the rename itself durable on POSIX; directories can't be opened this way everywhere (Windows).
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-@contextlib.contextmanager
-def atomic_path(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success fsync it and rename it over ``path``.
-
-    If the body raises, the temporary file is removed and the exception propagates unchanged, so the real
-    name only ever holds a complete file. The temp name ends in ``.tmp``: writers must name the format
-    explicitly (e.g. ``img.save(tmp, format="PNG")``). OS errors of the wrapper itself become AtelierError.
-    """
-    target = Path(path)
-    try:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        os.close(fd)
-    except OSError as e:
-        raise AtelierError(f"cannot write {target} ({e.strerror or e}); "
-                           f"check that {target.parent} exists and is writable") from None
-    tmp = Path(name)
-    try:
-        yield tmp
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:
-        fd = os.open(tmp, os.O_RDWR)  # the body may have replaced the file, so reopen by name
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            mode = target.stat().st_mode & 0o7777  # overwriting: keep the old file's permissions
-        except OSError:
-            mode = 0o666 & ~_UMASK
-        with contextlib.suppress(OSError):  # some filesystems refuse chmod; the data matters more
-            os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise AtelierError(f"cannot write {target} ({e.strerror or e}); check free disk space and permissions") \
-            from None
-    _fsync_dir(target.parent)
-
-
-def sha256_file(path: PathLike) -> str:
-    """Hex sha256 of a file's bytes, read in 1 MiB chunks (weights identities, benchmark input hashes)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (AtelierError on any OS error)."""
-    target = Path(path)
-    try:
-        with atomic_path(target) as tmp:
-            tmp.write_bytes(data)
-    except OSError as e:
-        raise AtelierError(f"cannot write {target} ({e.strerror or e}); check free disk space and permissions") \
-            from None
-    return target
-
-
-def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically (AtelierError on any OS error)."""
-    return atomic_write_bytes(path, text.encode(encoding))
 
 
 def _sidecar(path: Path) -> Path:

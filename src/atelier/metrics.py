@@ -41,10 +41,11 @@ import torch
 import torch.nn.functional as F
 
 from .colour import luminance
+from .features.vgg import VGG19
 from .losses import content_loss, gram, style_loss
 
-STYLE_LAYERS = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
-CONTENT_LAYER = "conv4_2"
+STYLE_LAYERS = VGG19.default_style_layers          # the textbook levels, for VGG-named judges
+CONTENT_LAYER = VGG19.default_content_layers[0]
 
 # HistoGAN's defaults (Afifi et al. 2021, and RGBuvHistBlock in their reference code).
 HIST_BINS = 64

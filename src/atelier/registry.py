@@ -1,8 +1,10 @@
-"""One registry for everything chosen by name: methods, feature nets, generators, teachers.
+"""One registry for everything chosen by name: methods, feature nets, generators, teachers. The one catalogue.
 
-``register(kind, name)`` decorates a factory; built-ins are registered lazily by dotted path so importing the
-registry stays cheap and the low-level packages (features, nets) never import it. ``create(kind, name, **kw)``
-builds one; an unknown name raises ``AtelierError`` listing the valid ones. Tests loop over ``names(kind)``.
+``register(kind, name)`` decorates a factory; built-ins are registered lazily by dotted path, so importing the
+registry imports nothing heavy and any layer may use it (it sits on the ground floor with ``errors``).
+``register_finder(kind, target)`` adds names found at run time: the bundled student model folders are methods this
+way (their names are the folders' listing, never joined into a path). ``create(kind, name, **kw)`` builds one; an
+unknown name raises ``AtelierError`` listing the valid ones. Contract tests loop over ``names(kind)``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class Entry:
 
 
 _entries: dict[str, dict[str, Entry]] = {kind: {} for kind in KINDS}
+# Per kind: "module:function" (or the function) returning {name: (factory, description)} at each call.
+_finders: dict[str, list[Callable[..., Any] | str]] = {kind: [] for kind in KINDS}
 
 
 def register(kind: str, name: str, target: Callable[..., Any] | str | None = None, *, description: str = ""):
@@ -47,25 +51,45 @@ def register(kind: str, name: str, target: Callable[..., Any] | str | None = Non
     return add if target is None else add(target)
 
 
+def unregister(kind: str, name: str) -> None:
+    """Remove a registered name (a plugin unloading, or a test cleaning up after itself)."""
+    _entries[kind].pop(name, None)
+
+
+def register_finder(kind: str, target: Callable[..., Any] | str) -> None:
+    """Add a source of names found at run time (a registered name of the same kind wins over a found one)."""
+    _finders[kind].append(target)
+
+
+def _found(kind: str) -> dict[str, Entry]:
+    out: dict[str, Entry] = {}
+    for finder in _finders[kind]:
+        fn = Entry(kind, "", finder).factory()
+        for name, (factory, description) in fn().items():
+            if name not in _entries[kind] and name not in out:
+                out[name] = Entry(kind, name, factory, description)
+    return out
+
+
 def names(kind: str) -> list[str]:
-    return list(_entries[kind])
+    return list(_entries[kind]) + list(_found(kind))
 
 
 def get(kind: str, name: str) -> Entry:
-    try:
-        return _entries[kind][name]
-    except KeyError:
+    entry = _entries[kind].get(name) or _found(kind).get(name)
+    if entry is None:
         label = kind.replace("_", " ")
-        raise AtelierError(f"unknown {label} {name!r}; choose from: {', '.join(names(kind))}") from None
+        raise AtelierError(f"unknown {label} {name!r}; choose from: {', '.join(names(kind))}")
+    return entry
 
 
 def create(kind: str, name: str, **kwargs: Any) -> Any:
     return get(kind, name).factory()(**kwargs)
 
 
-# Built-ins. Methods are small objects describing an engine; feature nets are factories returning a FeatureNet;
-# generators are the student nets' classes (``atelier.nets.GENERATORS``; build them with ``nets.build_generator``,
-# which checks the architecture arguments).
+# Built-ins. Methods are ``methods.base.Method`` objects (the bundled students are found by ``bundled_methods``);
+# feature nets are factories returning a FeatureNet; generators are the student nets' classes (build them with
+# ``nets.build_generator``, which checks the architecture arguments).
 register("feature_net", "vgg19", "atelier.features.vgg:load_vgg19",
          description="VGG19 (ImageNet weights; 'random' for seeded random weights)")
 register("feature_net", "lite", "atelier.features.lite:load_lite",
@@ -79,6 +103,7 @@ register("method", "lite", "atelier.methods.optimize:lite_method",
                      "block 11, int8; nothing to download; the default)")
 register("method", "gatys", "atelier.methods.optimize:gatys_method",
          description="Gatys et al. optimisation over VGG19 features (the classic; needs VGG19's 548 MB weights)")
+register_finder("method", "atelier.methods.feedforward:bundled_methods")
 register("generator", "unet", "atelier.nets.unet:UNetGenerator",
          description="pix2pix U-Net with skip connections (the reference student)")
 register("generator", "resnet", "atelier.nets.resnet:ResNetGenerator",
@@ -88,9 +113,9 @@ register("generator", "transformer", "atelier.nets.transformer:TransformerGenera
 register("generator", "tiny", "atelier.nets.tiny:TinyGenerator",
          description="depthwise-separable net for low-end CPUs (well under 2 MB)")
 # Teachers: factories ``(options: dict, device: str, seed: int) -> teachers.Teacher``.
-register("teacher", "gatys", "atelier.teachers:gatys_teacher",
+register("teacher", "gatys", "atelier.teachers.optimize:gatys_teacher",
          description="the gatys engine (VGG19) with fixed options")
-register("teacher", "lite", "atelier.teachers:lite_teacher",
+register("teacher", "lite", "atelier.teachers.optimize:lite_teacher",
          description="the lite engine (bundled tiny encoder) with fixed options")
-register("teacher", "magenta", "atelier.teachers:magenta_teacher",
+register("teacher", "magenta", "atelier.teachers.magenta:magenta_teacher",
          description="Magenta's arbitrary-image-stylization-v1-256 (TF Hub handle or SavedModel; atelier[magenta])")

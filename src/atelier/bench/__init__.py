@@ -1,7 +1,7 @@
 """The benchmark and quality harness: speed, memory, size and picture quality, measured the same way for every engine.
 
 ``run(**options)`` (CLI: ``atelier bench``) stylises every (content, style) pair at every size with every method,
-plus the textbook Gatys baseline (``atelier.baseline``) on the first pair(s) at each size, and writes into ``out``:
+plus the textbook Gatys baseline (``atelier.bench.baseline``) on the first pair(s) at each size, and writes into ``out``:
 
 * ``records.jsonl``  one scored record per method x pair x size, appended as each is finished (the source of truth);
                      its ``quality``: ``style_gram``, ``style_meanstd``, ``content_unit`` under the judge network
@@ -19,8 +19,8 @@ plus the textbook Gatys baseline (``atelier.baseline``) on the first pair(s) at 
 
 What is where (each module imports only those above it):
 
-* ``options``   ``BenchOptions`` (every default once; the CLI builds its flags from it) and the constants (the
-                judges' levels ``JUDGE_LEVELS``);
+* ``judges``    the judges' levels ``JUDGE_LEVELS`` and the results format (``BenchOptions`` is in
+                ``atelier.options``);
 * ``files``     sha256 of inputs, crash-safe JSON lines, atomic JSON;
 * ``measure``   ``MacCounter``, machine facts and matmul peak, resident/high-water memory, device sync;
 * ``inputs``    methods (names or model folders), the judge, the pairs (``auto`` or a file), ``prepare`` -> ``Plan``;
@@ -33,7 +33,8 @@ What is where (each module imports only those above it):
 from .inputs import auto_pairs, load_judge, read_pairs_file, resolve_method
 from .jobs import run_job
 from .measure import MacCounter, machine_facts, matmul_peak_gflops
-from .options import BASELINE, JUDGE_LEVELS, JUDGE_SEED, BenchOptions
+from ..options.bench import BASELINE, JUDGE_SEED, BenchOptions
+from .judges import JUDGE_LEVELS
 from .pictures import contact_sheet, convergence_plot
 from .report import load_results, render_markdown, write_reports
 from .runner import run

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from ..images import atomic_write_text, sha256_file  # noqa: F401 (re-exported for the bench package)
+from ..files import atomic_write_text
 
 
 def append_jsonl(path: Path, obj: dict) -> None:

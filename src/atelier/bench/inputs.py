@@ -15,9 +15,9 @@ import torch
 
 from ..errors import AtelierError
 from ..images import list_images, open_image, pil_to_tensor, resize_long_side
-from .files import sha256_file
-from .options import (AUTO_CONTENTS, AUTO_STYLES, BASELINE, DATA_ENV, FORMAT_VERSION, JUDGE_LEVELS, JUDGE_SEED,
-                      BenchOptions, slug)
+from ..files import sha256_file
+from ..options.bench import AUTO_CONTENTS, AUTO_STYLES, BASELINE, DATA_ENV, JUDGE_SEED, BenchOptions, slug
+from .judges import FORMAT_VERSION, JUDGE_LEVELS
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ def resolve_method(spec: str) -> MethodSpec:
     if not looks_like_path:
         raise AtelierError(f"unknown method {spec!r}; choose from: {', '.join(names)}, or give a lite encoder or "
                            "student model folder path")
-    from ..checkpoint import WEIGHTS_NAME, read_model_config
+    from ..folders import WEIGHTS_NAME, read_model_config
 
     p = Path(spec).expanduser()
     if not p.exists():
@@ -55,9 +55,6 @@ def resolve_method(spec: str) -> MethodSpec:
     if config["kind"] == LITE_KIND:  # a trained lite encoder: the lite engine driving it
         name = slug(str(p))
         return MethodSpec(str(p), name if name.startswith("lite-") else "lite-" + name, "lite_model")
-    if not hasattr(api, "load_model"):
-        raise AtelierError(f"{p} holds a {config['kind']!r} model, but this atelier version cannot run model "
-                           "folders yet; benchmark registered methods instead")
     api.load_model(p)  # a student folder that loads (right kind, known generator, fitting weights), before any output
     return MethodSpec(str(p), "model-" + slug(str(p)), "model")
 
@@ -190,7 +187,7 @@ def _signature(o: BenchOptions, device: torch.device, pairs: list[Pair], judge: 
 
 def prepare(o: BenchOptions) -> Plan:
     """Every check a user's input can fail, before anything is written."""
-    from ..api import resolve_device
+    from ..devices import resolve_device
 
     for module, extra in (("skimage", "scikit-image"), ("matplotlib", "matplotlib")):
         try:

@@ -33,7 +33,7 @@ from typing import Any, Callable
 import torch
 
 from .. import __version__
-from ..config import StylizeOptions
+from ..options import StylizeOptions
 from ..errors import AtelierError
 from ..images import save_image
 from .files import write_json
@@ -51,7 +51,7 @@ def _engine_call(job: dict, device: torch.device) -> Callable:
     """``call(content, style, iterations, callback) -> (image [1,3,H,W] cpu, info)`` for the job's method."""
     base = {"size": job["size"], "device": job["device"], "vgg_weights": job["vgg_weights"]}
     if job["kind"] == "baseline":
-        from ..baseline import TextbookVGG19, textbook_gatys
+        from .baseline import TextbookVGG19, textbook_gatys
         from ..features.vgg import load_vgg19
 
         holder: dict = {}
@@ -70,14 +70,15 @@ def _engine_call(job: dict, device: torch.device) -> Callable:
 
     from .. import api
 
-    method: Any = job["method"]
+    spec: Any = job["method"]
     if job["kind"] == "lite_model":  # a lite encoder's model folder: the lite engine with --lite-model
-        method, base = "lite", {**base, "lite_model": job["method"]}
-    if job["kind"] == "model":  # student model folders: through the api, like any other method
-        method = api.load_model(job["method"])
+        spec, base = "lite", {**base, "lite_model": job["method"]}
+    method = api.find_method(spec)  # any method, students included, through the one contract
 
     def call(content, style, iterations, callback):
-        r = api.stylize(content, style, method=method, callback=callback, iterations=iterations, **base)
+        # Each method gets the options it reads (a student reads no iterations, and no style image).
+        given = {k: v for k, v in {**base, "iterations": iterations}.items() if k in method.options}
+        r = api.stylize(content, style if method.style == "required" else None, method, callback=callback, **given)
         return r.tensor, {"evaluations": r.evaluations, "optimizer_steps": r.optimizer_steps,
                           "weights": r.metadata.get("weights"), "random_weights": r.metadata.get("random_weights")}
 
@@ -93,7 +94,7 @@ def run_job(job: dict, emit: Callable[[dict], None]) -> None:
     """
     from safetensors.torch import load_file
 
-    from ..api import resolve_device
+    from ..devices import resolve_device
 
     device = resolve_device(job["device"])
     inputs = load_file(job["inputs"])

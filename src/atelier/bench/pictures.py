@@ -8,8 +8,9 @@ from typing import Optional
 from PIL import Image, ImageDraw, ImageFont
 
 from ..errors import AtelierError
-from ..images import atomic_path, open_image
-from .options import BASELINE
+from ..files import atomic_path
+from ..images import open_image
+from ..options.bench import BASELINE
 
 
 def _font(size: int = 13):

@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .. import __version__
-from ..images import atomic_write_text
+from ..files import atomic_write_text
 from .files import read_jsonl, write_json
 from .inputs import weights_file
-from .options import BASELINE, FORMAT_VERSION
+from ..options.bench import BASELINE
+from .judges import FORMAT_VERSION
 from .pictures import contact_sheet, convergence_plot
 
 
@@ -136,7 +137,7 @@ def load_results(out: os.PathLike | str) -> dict:
             "judge_levels": meta["signature"]["judge_levels"], "options": meta["options"], "pairs": meta["pairs"],
             "baseline": {
                 "method": BASELINE, "description": "full VGG19 (16 convs, 5 pools) every evaluation, one scale, "
-                "L-BFGS; atelier.baseline.textbook_gatys", "pairs": meta["options"]["baseline_pairs"]},
+                "L-BFGS; atelier.bench.baseline.textbook_gatys", "pairs": meta["options"]["baseline_pairs"]},
             "summary": _summarise(records, (meta["pairs"][0]["content_sha256"], meta["pairs"][0]["style_sha256"])),
             "records": records}
 

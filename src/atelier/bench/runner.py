@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .. import __version__
-from ..images import atomic_path, open_image, pil_to_tensor, resize_to
+from ..files import atomic_path
+from ..images import open_image, pil_to_tensor, resize_to
 from .files import append_jsonl, read_jsonl, write_json
 from .inputs import Plan, prepare
 from .jobs import run_subprocess, run_job
 from .measure import machine_facts
-from .options import FORMAT_VERSION, JUDGE_LEVELS, BenchOptions
+from ..options import BenchOptions
+from .judges import FORMAT_VERSION, JUDGE_LEVELS
 from .report import write_reports
 
 

@@ -26,6 +26,9 @@ from torch import nn
 from ..errors import AtelierError
 
 
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
 class FeatureNet(nn.Module):
     """Base class: subclasses fill ``self.layers`` (ordered name -> module) and ``_normalize``."""
 
@@ -54,8 +57,15 @@ class FeatureNet(nn.Module):
 
     @property
     def is_random(self) -> bool:
-        """True when the weights are seeded random ones rather than trained ones."""
-        return "random" in self.identity
+        """True when the weights are seeded random ones rather than trained ones (a loader that knows sets
+        ``_random``; otherwise the identity says)."""
+        known = getattr(self, "_random", None)
+        return bool(known) if known is not None else "random" in self.identity
+
+    def use_imagenet_input(self) -> None:
+        """Normalise inputs with ImageNet's mean and std (``_normalize``), as nets trained on ImageNet expect."""
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def check_layers(self, layers: Iterable[str], what: str = "layer") -> list[str]:
         """Return ``layers`` as a list, or raise AtelierError naming the valid choices."""
@@ -70,8 +80,8 @@ class FeatureNet(nn.Module):
             raise AtelierError(f"no {what}s given; choose from: {', '.join(valid)}")
         return layers
 
-    def _normalize(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - overridden
-        return x
+    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std if hasattr(self, "mean") else x
 
     def freeze(self) -> "FeatureNet":
         for p in self.parameters():

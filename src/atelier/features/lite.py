@@ -3,7 +3,7 @@ engine runs the moment ``pip install`` finishes. A lite model folder (kind ``lit
 architectures, told apart by ``config.json``'s ``architecture``:
 
 * ``{"type": "effnet", "variant": "lite0", "blocks": N[, "expand": R]}``: EfficientNet-Lite0 cut after block N-1,
-  BatchNorm folded, built by ``features.effnet.from_folded`` (contract and level names: ``effnet.py``). The bundled
+  BatchNorm folded, built by ``features.effnet_copies.from_folded`` (contract and level names: ``effnet.py``). The bundled
   encoder is this: ImageNet weights cut after block 11 with int8 conv weights (``make_lite_from_effnet``,
   ``atelier weights make-lite``). ``atelier train lite --teacher-weights effnet`` writes the narrowed variant
   (``expand`` < 6).
@@ -28,15 +28,16 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from ..errors import AtelierError
+from ..errors import AtelierError, OptionError
+from ..options import MAX_CONVS, MAX_WIDTH
 from .base import FeatureNet
+from .vgg import VGG19
 
 KIND = "lite_encoder"
 EFFNET_TYPE = "effnet"  # architecture type of a truncated-EfficientNet lite encoder (no type: VGG-shaped)
 DEFAULT_ARCH: dict[str, Any] = {"widths": [16, 32, 64, 128, 256], "convs": [1, 1, 2, 2, 1]}
 BUNDLED = Path(__file__).resolve().parent.parent / "weights" / "lite"
 POOLINGS = ("max", "avg")
-MAX_WIDTH, MAX_CONVS = 2048, 8
 
 
 def check_arch(arch: dict[str, Any], where: str = "lite encoder") -> dict[str, Any]:
@@ -63,8 +64,8 @@ def check_arch(arch: dict[str, Any], where: str = "lite encoder") -> dict[str, A
 class LiteEncoder(FeatureNet):
     """Five blocks of 3x3 convs (zero padding) and ReLUs, 2x2 pooling between blocks, ImageNet normalisation."""
 
-    default_content_layers = ("conv4_2",)
-    default_style_layers = ("conv1_1", "conv2_1", "conv3_1", "conv4_1", "conv5_1")
+    default_content_layers = VGG19.default_content_layers  # VGG-shaped: VGG19's levels, by the same names
+    default_style_layers = VGG19.default_style_layers
 
     def __init__(self, widths: Sequence[int] = (16, 32, 64, 128, 256), convs: Sequence[int] = (1, 1, 2, 2, 1),
                  pooling: str = "max", identity: str = "lite:untrained", random: bool = True):
@@ -84,15 +85,7 @@ class LiteEncoder(FeatureNet):
                 self.layers[f"conv{b}_{i}"] = nn.Conv2d(cin, width, 3, padding=1)
                 self.layers[f"relu{b}_{i}"] = nn.ReLU(inplace=False)  # the engine keeps conv outputs
                 cin = width
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
-
-    @property
-    def is_random(self) -> bool:
-        return self._random
-
-    def _normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+        self.use_imagenet_input()
 
     def reset_parameters(self, seed: int) -> "LiteEncoder":
         """He init (normal, fan_out, relu) from a local generator: the weights depend on the seed alone."""
@@ -129,7 +122,7 @@ def _folder(weights: Optional[str]) -> Path:
 
 def net_class(weights: Optional[str] = None) -> type:
     """The FeatureNet class ``load_lite(weights)`` builds, from config.json alone (its layer defaults apply)."""
-    from ..checkpoint import read_model_config
+    from ..folders import read_model_config
 
     if weights is not None and str(weights).strip().lower() == "random":
         return LiteEncoder
@@ -148,8 +141,8 @@ def load_lite(weights: Optional[str] = None, pooling: str = "max", seed: int = 0
     Two architectures: a VGG-shaped ``LiteEncoder`` (``atelier train lite``), or a truncated EfficientNet-Lite with
     int8 weights (architecture ``{"type": "effnet", "variant", "blocks"}``, ``atelier weights make-lite``).
     """
-    from ..checkpoint import load_into, load_model_weights, read_model_config
-    from ..images import sha256_file
+    from ..folders import load_into, load_model_weights, read_model_config
+    from ..files import sha256_file
 
     net: FeatureNet
     if weights is not None and str(weights).strip().lower() == "random":
@@ -161,11 +154,11 @@ def load_lite(weights: Optional[str] = None, pooling: str = "max", seed: int = 0
         name = "bundled" if folder.resolve() == BUNDLED else config.get("name") or folder.name
         identity = f"lite:{name}(sha256:{sha256_file(folder / 'model.safetensors')[:12]})"
         if config["architecture"].get("type") == EFFNET_TYPE:
-            from .effnet import dequantize_int8, from_folded
+            from .effnet_copies import dequantize_int8, from_folded
 
             if pooling != "max":
-                raise AtelierError(f"--pooling {pooling} applies to VGG-shaped nets; this lite encoder is a truncated "
-                                   "EfficientNet, which downsamples with strided convs")
+                raise OptionError("pooling", f"{pooling} applies to VGG-shaped nets; this lite encoder is a truncated "
+                                             "EfficientNet, which downsamples with strided convs")
             arch = config["architecture"]
             unknown = sorted(set(arch) - {"type", "variant", "blocks", "expand"})
             if unknown:
@@ -185,9 +178,9 @@ def make_lite_from_effnet(out: Union[str, Path], weights: Optional[str] = None, 
     """``atelier weights make-lite``: EfficientNet-Lite0 ImageNet cut after the last block that ``layers`` (default:
     its default content and style levels) need, BatchNorm folded, conv weights int8 per output channel. Writes a
     lite model folder (config, weights, card with the source's sha256 and licence) atomically."""
-    from ..checkpoint import save_model_folder
-    from .effnet import (DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, VARIANTS, blocks_for, folded_state,
-                         load_effnet, quantize_int8)
+    from ..folders import save_model_folder
+    from .effnet import DEFAULT_CONTENT_LAYERS, DEFAULT_STYLE_LAYERS, VARIANTS, load_effnet
+    from .effnet_copies import blocks_for, folded_state, quantize_int8
 
     full = load_effnet(weights)
     wanted = list(layers) or [*DEFAULT_CONTENT_LAYERS, *DEFAULT_STYLE_LAYERS]
@@ -215,7 +208,7 @@ def make_lite_from_effnet(out: Union[str, Path], weights: Optional[str] = None, 
 
 def describe(folder: Path) -> str:
     """What a lite model folder's weights are and where they came from, from its config.json (one line)."""
-    from ..checkpoint import read_model_config
+    from ..folders import read_model_config
 
     try:
         config = read_model_config(folder, kind=KIND)

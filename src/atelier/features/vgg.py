@@ -17,7 +17,13 @@ Where the weights come from, first found wins (``find_vgg19_weights`` says which
 5. a download, only when asked (``download=True`` or ``atelier weights fetch vgg19``).
 
 The slim cache keeps only the 13 convs the net uses (about 52 MB instead of 548 MB), so later loads are fast; it
-records the source's identity in its metadata so outputs stay labelled the same way.
+records the source's identity in its metadata so outputs stay labelled the same way. Only ``fetch_vgg19`` (``atelier
+weights fetch vgg19 [--from FILE]``) writes it, and only from torchvision's ImageNet file (by hash) or a normalised
+VGG19: loading never does, so a one-off ``--vgg-weights FILE`` never becomes the user's cached VGG19.
+
+Identity (``net.identity``): ``vgg19:torchvision-imagenet(sha256:...)`` only for a file whose sha256 is the known
+torchvision file's (``_is_imagenet``); ``vgg19:normalised(NAME,sha256:...)`` for the normalised layout;
+``vgg19:file:NAME(sha256:...)`` for any other file; ``vgg19:random(seed=N)``.
 """
 
 from __future__ import annotations
@@ -25,7 +31,6 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -36,11 +41,16 @@ from safetensors.torch import save_file
 from torch import nn
 
 from ..errors import AtelierError
-from ..images import sha256_file
+from ..files import cache_dir, sha256_file
 from .base import FeatureNet
 
 VGG19_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 VGG19_FILENAME = "vgg19-dcbb9e9d.pth"
+# The known torchvision file's sha256. Only its first 8 hex digits are recorded here: the ones torch.hub puts in the
+# file name (``vgg19-<sha256 prefix>.pth``) and checks on download (check_hash). So a file counts as ImageNet when
+# its sha256 starts with this prefix; with the full hash recorded, compare the whole digest instead.
+IMAGENET_SHA256_PREFIX = "dcbb9e9d"
+IMAGENET_LABEL = "vgg19:torchvision-imagenet(sha256:"  # + the file's first 12 hex digits + ")"
 ENV_VAR = "ATELIER_VGG_WEIGHTS"
 SLIM_FILENAME = "vgg19-conv5_1.safetensors"
 SLIM_NORMALISED_FILENAME = "vgg19-normalised-conv5_1.safetensors"
@@ -111,8 +121,7 @@ class VGG19(FeatureNet):
         if input_conv is not None:
             self.input_conv = _conv(*input_conv, padding=0)
         else:
-            self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
-            self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
+            self.use_imagenet_input()
 
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
         if self.variant == "normalised":
@@ -129,10 +138,6 @@ class _Weights:
     convs: list[Pair]  # conv1_1 .. conv5_1
     input_conv: Optional[Pair]
     identity: str
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("ATELIER_CACHE") or Path.home() / ".cache" / "atelier").expanduser()
 
 
 def slim_cache_path() -> Path:
@@ -240,16 +245,50 @@ def _parse(sd: dict[str, torch.Tensor], where: str) -> tuple[str, list[Pair], Op
     return ("normalised" if input_conv else "torchvision"), convs[:_USED], input_conv
 
 
+def _is_imagenet(digest: str) -> bool:
+    """Whether a sha256 (a whole digest, or the 12-hex one a label carries) is the known torchvision ImageNet file's,
+    as far as both are known (at least the 8 hex digits of the recorded prefix, see above)."""
+    d, known = digest.lower().rstrip(")"), IMAGENET_SHA256_PREFIX
+    n = min(len(d), len(known))
+    return n >= 8 and d[:n] == known[:n]
+
+
+def _file_identity(path: Path, variant: str) -> str:
+    digest = sha256_file(path)
+    if variant == "normalised":
+        return f"vgg19:normalised({path.name},sha256:{digest[:12]})"
+    if _is_imagenet(digest):
+        return f"{IMAGENET_LABEL}{digest[:12]})"
+    return f"vgg19:file:{path.name}(sha256:{digest[:12]})"
+
+
+def _is_slim_cache(path: Path) -> bool:
+    try:
+        here = path.resolve()
+        return here in (slim_cache_path().resolve(), slim_normalised_cache_path().resolve())
+    except OSError:
+        return False
+
+
+def _cached_label(source: str, variant: str) -> bool:
+    """Whether a slim cache's recorded label can stand: it names the same layout, and an ImageNet label carries the
+    known file's hash (a cache written before the hash was checked may say ImageNet of any torchvision file). A
+    random label claims nothing (benchmarks write seeded random weights in the cache's format)."""
+    if variant == "normalised":
+        return source.startswith("vgg19:normalised(")
+    if source.startswith("vgg19:random("):
+        return True
+    return source.startswith(IMAGENET_LABEL) and _is_imagenet(source[len(IMAGENET_LABEL):])
+
+
 def _read_weights(path: Path) -> _Weights:
     sd, meta = _read_file(path)
     variant, convs, input_conv = _parse(sd, str(path))
     source = meta.get("source", "")
-    if source.startswith("vgg19:") and ("normalised" in source) == (variant == "normalised"):
-        identity = source  # a slim copy keeps the label of the file it was made from
-    elif variant == "normalised":
-        identity = f"vgg19:normalised({path.name},sha256:{sha256_file(path)[:12]})"
+    if _is_slim_cache(path) and _cached_label(source, variant):
+        identity = source  # our slim copy keeps the label of the file it was made from; other files' labels are data
     else:
-        identity = f"vgg19:torchvision-imagenet(sha256:{sha256_file(path)[:12]})"
+        identity = _file_identity(path, variant)
     return _Weights(variant, convs, input_conv, identity)
 
 
@@ -273,9 +312,11 @@ def _download(progress: bool) -> _Weights:
                            f"--vgg-weights PATH") from e
     variant, convs, input_conv = _parse(sd, VGG19_URL)
     hub = hub_checkpoint_path()
-    # check_hash verified the file name's 8-hex sha256 prefix; hash the file itself when it is there.
-    digest = sha256_file(hub)[:12] if hub.is_file() else VGG19_FILENAME.rsplit("-", 1)[1].split(".")[0]
-    return _Weights(variant, convs, input_conv, f"vgg19:torchvision-imagenet(sha256:{digest})")
+    # check_hash verified a fresh download's sha256 prefix; a file already in torch's hub cache is not re-checked by
+    # torch, so it is labelled by its own hash like any other file.
+    identity = (_file_identity(hub, variant) if hub.is_file()
+                else f"{IMAGENET_LABEL}{IMAGENET_SHA256_PREFIX})")
+    return _Weights(variant, convs, input_conv, identity)
 
 
 def _slim_source(path: Path) -> Optional[str]:
@@ -286,8 +327,9 @@ def _slim_source(path: Path) -> Optional[str]:
         return None
 
 
-def _write_slim(w: _Weights, strict: bool) -> Path:
-    """Write the 13 convs (+ input conv) as safetensors, atomically; warn (or raise if strict) on failure."""
+def _write_slim(w: _Weights, strict: bool = True) -> Path:
+    """Write the 13 convs (+ input conv) as safetensors, atomically; a failure is one line. (``strict`` is kept for
+    benchmarks/bench_engines.py's call; a failure always raises, since only an explicit fetch writes here.)"""
     normalised = w.variant == "normalised"
     path = slim_normalised_cache_path() if normalised else slim_cache_path()
     names = [f"{i}" for i in _NORM_INDEX] if normalised else [f"features.{i}" for i in _TV_INDEX]
@@ -307,10 +349,8 @@ def _write_slim(w: _Weights, strict: bool) -> Path:
         os.replace(tmp, path)  # a crash never leaves a half file under the real name
         tmp = None
     except Exception as e:
-        message = f"could not write the VGG19 slim cache {path} ({type(e).__name__}: {_first_line(e)})"
-        if strict:
-            raise AtelierError(f"{message}; set ATELIER_CACHE to a writable folder") from e
-        warnings.warn(f"{message}; loading will stay slow until it can be written", stacklevel=3)
+        raise AtelierError(f"could not write the VGG19 slim cache {path} ({type(e).__name__}: {_first_line(e)}); "
+                           "set ATELIER_CACHE to a writable folder") from e
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
@@ -320,19 +360,16 @@ def _write_slim(w: _Weights, strict: bool) -> Path:
 def load_vgg19(weights: Optional[str] = None, pooling: str = "max", seed: int = 0,
                device: Union[torch.device, str, None] = None, download: bool = False,
                progress: bool = True) -> VGG19:
-    """Build a frozen VGG19 from the first weights found (see the module docstring for the order)."""
+    """Build a frozen VGG19 from the first weights found (see the module docstring for the order). Writes nothing:
+    the slim cache is ``fetch_vgg19``'s (``atelier weights fetch vgg19``)."""
     _check_pooling(pooling)  # fail before reading hundreds of MB
     source, reason = _resolve(weights)
     if source == "random":
         w = _random_weights(seed)
     elif source is not None:
-        path = Path(source)
-        w = _read_weights(path)
-        if w.variant == "torchvision" and path.suffix != ".safetensors":
-            _write_slim(w, strict=False)  # full weights were read: make the next load fast
+        w = _read_weights(Path(source))
     elif download:
-        w = _download(progress)
-        _write_slim(w, strict=False)
+        w = _download(progress)  # torch.hub keeps the file in its own cache, where the next load finds it
     else:
         raise AtelierError(reason)
     net = VGG19(w.convs, w.identity, w.variant, pooling, w.input_conv).freeze()
@@ -342,10 +379,20 @@ def load_vgg19(weights: Optional[str] = None, pooling: str = "max", seed: int = 
 def fetch_vgg19(source: Optional[str] = None, progress: bool = True) -> Path:
     """``atelier weights fetch vgg19 [--from PATH]``: read a local file or download, write the slim cache.
 
-    A torchvision-layout source goes to ``slim_cache_path()``; a normalised-VGG source to
+    A torchvision-layout source goes to ``slim_cache_path()``, and only torchvision's ImageNet file (by its hash):
+    the cache is what every later run calls ImageNet. A normalised-VGG source goes to
     ``slim_normalised_cache_path()`` (used when no torchvision copy is cached). Returns the written path.
     """
     if source is not None and source.strip().lower() == "random":
         raise AtelierError("random weights need no fetching; pass --vgg-weights random instead")
-    w = _download(progress) if source is None else _read_weights(Path(source).expanduser())
-    return _write_slim(w, strict=True)
+    if source is None:
+        w, origin = _download(progress), hub_checkpoint_path()
+    else:
+        origin = Path(source).expanduser()
+        w = _read_weights(origin)
+    if w.variant == "torchvision" and not w.identity.startswith(IMAGENET_LABEL):
+        raise AtelierError(f"{origin} is not torchvision's ImageNet VGG19 ({VGG19_FILENAME}, whose sha256 starts "
+                           f"with {IMAGENET_SHA256_PREFIX}), and the cache is what every later run calls ImageNet, "
+                           "so only that file is cached; pass this one with --vgg-weights PATH instead (outputs "
+                           f"are then labelled vgg19:file:{origin.name}(...))")
+    return _write_slim(w)

@@ -3,7 +3,7 @@
 Contract of a student model folder (written by the trainer, read here; see ``atelier.checkpoint``)::
 
     config.json        {"kind": "student", "format_version": 1,
-                        "architecture": {"generator": "<a name in atelier.nets.GENERATORS>", "args": {...}},
+                        "architecture": {"generator": "<a registered generator>", "args": {...}},
                         "name": optional label, "style": optional label (e.g. the style image's file name),
                         "description": optional one line, "training": {...}}
     model.safetensors  the generator's state_dict (fp32, or fp16 widened to fp32 on load)
@@ -25,18 +25,25 @@ statistics, so a tiled result differs from the one-pass one by a few grey levels
 from __future__ import annotations
 
 import copy
+import functools
 import os
+import threading
+import time
+from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
-from ..checkpoint import WEIGHTS_NAME, load_into, load_model_weights, read_model_config
+from ..folders import WEIGHTS_NAME, load_into, load_model_weights, read_model_config
 from ..errors import AtelierError
-from ..images import sha256_file
-from ..nets import GENERATORS, build_generator
+from ..files import sha256_file
+from .. import registry
+from ..nets import build_generator
+from ..options import StylizeOptions
+from ..progress import Callback
 from ..tiling import DEFAULT_OVERLAP, check_tiling, iter_tiles
-from ..tiling import tile_starts as _starts  # noqa: F401  (the old private name, kept for callers)
+from .base import COMMON_OPTIONS, ONE_PASS_OPTIONS, Method, Painting
 
 KIND = "student"
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"  # atelier/weights: shipped model folders
@@ -87,7 +94,7 @@ def list_students() -> list[dict[str, Any]]:
     return out
 
 
-def _looks_like_path(text: str) -> bool:
+def looks_like_path(text: str) -> bool:
     return "/" in text or os.sep in text or (os.altsep is not None and os.altsep in text) \
         or text.startswith((".", "~"))
 
@@ -103,7 +110,7 @@ def resolve_model(name_or_path: PathLike) -> Path:
     if not isinstance(name_or_path, str) or not name_or_path.strip():
         raise AtelierError(f"a model is a model folder path or a bundled student's name, got {name_or_path!r}")
     text = name_or_path
-    if _looks_like_path(text):
+    if looks_like_path(text):
         return Path(text).expanduser()
     bundled = _bundled()
     if text in bundled:
@@ -157,12 +164,13 @@ class StudentModel:
         config = read_model_config(folder, KIND)  # missing folder, other kind, newer format: one-line errors
         arch = config["architecture"]
         gen = arch.get("generator")
+        known = registry.names("generator")
         if not isinstance(gen, str):
             raise AtelierError(f"{folder / 'config.json'} has no architecture.generator naming the net (one of "
-                               f"{', '.join(GENERATORS)}); the model folder is damaged")
-        if gen not in GENERATORS:
+                               f"{', '.join(known)}); the model folder is damaged")
+        if gen not in known:
             raise AtelierError(f"{folder / 'config.json'} names generator {gen!r}, which this atelier does not "
-                               f"know (known: {', '.join(GENERATORS)}); upgrade atelier or fix the model folder")
+                               f"know (known: {', '.join(known)}); upgrade atelier or fix the model folder")
         args = arch.get("args", {})
         if not isinstance(args, dict):
             raise AtelierError(f"{folder / 'config.json'}: architecture.args must be a mapping; the model folder "
@@ -219,3 +227,96 @@ class StudentModel:
             # Incremental weighted mean: where every tile agrees (a pointwise net), piece - region is exactly 0.
             region.add_(torch.from_numpy(t.share).to(image.device) * (piece - region))
         return out
+
+
+# ------------------------------------------------------------------------------------------ loading, cached
+
+_MODEL_CACHE_SIZE = 4
+_models: "OrderedDict[tuple, StudentModel]" = OrderedDict()
+_models_lock = threading.Lock()
+
+
+def load_student(name_or_path: Union[PathLike, StudentModel]) -> StudentModel:
+    """A student model folder (a path, or a bundled student's name) loaded for inference.
+
+    Cached by resolved folder and the weights file's modification time and size, so a service or a batch loads each
+    model once, and a model folder rewritten in place is read again.
+    """
+    if isinstance(name_or_path, StudentModel):
+        return name_or_path
+    folder = resolve_model(name_or_path)
+    try:
+        st = (folder / WEIGHTS_NAME).stat()
+        key: Optional[tuple] = (str(folder.resolve()), st.st_mtime_ns, st.st_size)
+    except OSError:
+        key = None  # from_folder says what is wrong
+    with _models_lock:
+        if key is not None and key in _models:
+            _models.move_to_end(key)
+            return _models[key]
+    model = StudentModel.from_folder(folder)
+    if key is not None:
+        with _models_lock:
+            _models[key] = model
+            while len(_models) > _MODEL_CACHE_SIZE:
+                _models.popitem(last=False)
+    return model
+
+
+# ------------------------------------------------------------------------------------------ the method
+
+
+class StudentMethod(Method):
+    """A trained student as a method: one forward pass (or blended tiles), its style baked into its weights.
+
+    Built from a folder (reading only its config until the first run) or from a loaded ``StudentModel``.
+    """
+
+    kind = KIND
+    style = "baked"
+    options = COMMON_OPTIONS | ONE_PASS_OPTIONS
+
+    def __init__(self, folder: Union[PathLike, StudentModel]):
+        self._model = folder if isinstance(folder, StudentModel) else None
+        if self._model is not None:
+            self.folder, self.label = self._model.folder, self._model.name
+        else:
+            self.folder = resolve_model(folder)
+            # Missing folder, another kind, a newer format or a damaged config: one line, before anything runs.
+            given = read_model_config(self.folder, KIND).get("name")  # named as StudentModel.from_folder names it
+            self.label = given if isinstance(given, str) and given else self.folder.resolve().name
+        self.name = f"{KIND}:{self.label}"
+
+    @property
+    def description(self) -> str:  # type: ignore[override]
+        config = _student_config(Path(self.folder))
+        return _describe(self.label, config) if config is not None else f"student model folder {self.folder}"
+
+    def availability(self) -> tuple[bool, str]:
+        try:
+            read_model_config(Path(self.folder), KIND)
+        except AtelierError as e:
+            return False, str(e)
+        return True, f"student model folder {self.folder}"
+
+    @property
+    def model(self) -> StudentModel:
+        return self._model if self._model is not None else load_student(self.folder)
+
+    def run(self, content: torch.Tensor, styles: Sequence[torch.Tensor], options: StylizeOptions,
+            device: torch.device, callback: Optional[Callback] = None) -> Painting:
+        model = self.model
+        t0 = time.perf_counter()
+        image = model.run(content, tile=options.tile, device=device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - t0
+        return Painting(image.detach().cpu(), seconds, metadata={
+            "weights": model.identity, "random_weights": False, "style": model.style,
+            "model_folder": str(model.folder), "tile": options.tile})
+
+
+def bundled_methods() -> dict[str, tuple[Callable[[], StudentMethod], str]]:
+    """The registry's finder for bundled students: name -> (factory, description), read at each call."""
+    return {name: (functools.partial(StudentMethod, folder), _describe(name, _student_config(folder) or {}))
+            for name, folder in _bundled().items()}

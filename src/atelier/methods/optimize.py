@@ -23,12 +23,13 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from .. import colour
-from ..config import StylizeOptions
-from ..errors import AtelierError
+from ..options import StylizeOptions
+from ..errors import AtelierError, OptionError
 from ..features.base import FeatureNet
 from ..images import load_image, resize_long_side, resize_to
 from ..losses import blend_grams, content_loss, gram, style_loss, tv_loss
 from ..progress import Callback, StepInfo
+from .base import ONE_PASS_OPTIONS, WEIGHTS_OPTIONS, Method, Painting, all_options
 
 
 @dataclass
@@ -128,7 +129,7 @@ class _Engine:
                 opt.zero_grad(set_to_none=True)
                 total, parts = self.loss(x, t)
                 if not torch.isfinite(total):
-                    raise AtelierError("the loss became NaN or infinite; lower --learning-rate or the loss weights")
+                    raise AtelierError("the loss became NaN or infinite; lower the learning rate or the loss weights")
                 total.backward()
                 last.update(loss=float(total.detach()), parts=parts)
                 if last["loss"] < best["loss"]:  # the loss belongs to x as it was before this step
@@ -165,8 +166,8 @@ def optimize(net: FeatureNet, content: torch.Tensor, styles: Sequence[torch.Tens
         raise AtelierError("at least one style image is needed")
     weights = list(o.style_weights) if o.style_weights is not None else [1.0] * len(styles)
     if len(weights) != len(styles):
-        raise AtelierError(f"--style-weights has {len(weights)} values for {len(styles)} style images; "
-                           "give one weight per --style")
+        raise OptionError("style_weights", f"has {len(weights)} values for {len(styles)} style images; give one "
+                                           "weight per style image")
     torch.manual_seed(o.seed)
     content = content.detach()
     styles = [s.detach() for s in styles]
@@ -201,8 +202,9 @@ def optimize(net: FeatureNet, content: torch.Tensor, styles: Sequence[torch.Tens
     hws = [_hw_for_long_side(h, w, s) for s in long_sides]
     small = min(min(hw) for hw in hws)
     if small < net.min_side:  # a net that pools with floor rounding cannot see a picture this small at all
-        raise AtelierError(f"the picture is {small} px on its short side at the smallest scale; {net.identity} needs "
-                           f"at least {net.min_side} px: use a larger --size or --scales none")
+        raise OptionError("size", f"or scales none: the picture is {small} px on its short side at the smallest "
+                                  f"scale, and {net.identity} needs at least {net.min_side} px",
+                          before="use a larger")
     x: Optional[torch.Tensor] = None
     for i, (hw, long_side) in enumerate(zip(hws, long_sides)):
         c_s = resize_to(content_work, hw)
@@ -218,7 +220,7 @@ def optimize(net: FeatureNet, content: torch.Tensor, styles: Sequence[torch.Tens
                           hws, eng.history)
 
 
-class OptimizeMethod:
+class OptimizeMethod(Method):
     """A named optimisation method: which feature net it drives, its defaults, and how to build the net.
 
     The values of ``config.METHOD_DEFAULTS`` (layers, weights, iterations, scales) belong to the feature net: its
@@ -226,11 +228,16 @@ class OptimizeMethod:
     written once, beside the net, and found without loading any weights.
     """
 
-    name = ""
-    description = ""
+    kind = "optimisation"
+    style = "required"
     feature_net = ""      # the feature net's registry name
-    weights_option = ""   # the StylizeOptions field that names its weights (None: the net's own lookup)
-    weights_finder = ""   # "module:function" -> (source or None, reason), reading no weights
+    weights_option = ""   # the StylizeOptions field that names its weights ("": the net has no weights option)
+    weights_finder = ""   # "module:function" -> (source or None, reason), reading no weights ("": always available)
+
+    @property
+    def options(self) -> frozenset:  # type: ignore[override]
+        own = {self.weights_option} if self.weights_option else set()
+        return (all_options() - ONE_PASS_OPTIONS - {"model"} - WEIGHTS_OPTIONS) | own
 
     def net_class(self, options: StylizeOptions) -> type:
         raise NotImplementedError
@@ -242,20 +249,25 @@ class OptimizeMethod:
         return options.resolved(self.defaults(options))
 
     def availability(self) -> tuple[bool, str]:
+        if not self.weights_finder:
+            return True, ""
         module, _, attr = self.weights_finder.partition(":")
         source, reason = getattr(importlib.import_module(module), attr)()
         return source is not None, reason
 
     def load_net(self, options: StylizeOptions, device: torch.device) -> FeatureNet:
-        return _cached_net(self.feature_net, getattr(options, self.weights_option), options.pooling, str(device))
+        weights = getattr(options, self.weights_option) if self.weights_option else None
+        return _cached_net(self.feature_net, weights, options.pooling, str(device))
 
     def run(self, content: torch.Tensor, styles: Sequence[torch.Tensor], options: StylizeOptions,
-            device: torch.device, callback: Optional[Callback] = None) -> tuple[OptimizeResult, FeatureNet]:
+            device: torch.device, callback: Optional[Callback] = None) -> Painting:
         options = self.resolve(options)
         net = self.load_net(options, device)
-        result = optimize(net, content.to(device), [s.to(device) for s in styles], options,
-                          engine=self.name, callback=callback)
-        return result, net
+        r = optimize(net, content.to(device), [s.to(device) for s in styles], options, engine=self.name,
+                     callback=callback)
+        return Painting(r.image.detach(), r.seconds, r.evaluations, r.optimizer_steps, r.history,
+                        {"weights": net.identity, "random_weights": net.is_random,
+                         "scale_sizes": [list(hw) for hw in r.scale_sizes]})
 
 
 @functools.lru_cache(maxsize=4)
@@ -270,6 +282,7 @@ def _cached_net(name: str, weights: Optional[str], pooling: str, device: str) ->
 class GatysMethod(OptimizeMethod):
     name = "gatys"
     description = "Gatys et al. optimisation over VGG19 features (the classic; needs VGG19's 548 MB weights)"
+    weights_option = "vgg_weights"
     weights_finder = "atelier.features.vgg:find_vgg19_weights"
 
     def net_class(self, options: StylizeOptions) -> type:

@@ -1,7 +1,7 @@
 """Student networks: the feed-forward generators (``unet``, ``resnet``, ``transformer``, ``tiny``) and the PatchGAN
 discriminator they are trained against.
 
-Contract for every generator in ``GENERATORS``:
+Contract for every generator (the registry's "generator" entries are the one catalogue: ``registry.names``):
 - input float32 ``[N,3,H,W]`` RGB in [0,1], any ``H, W >= 1``; output ``[N,3,H,W]`` in [0,1] (``0.5 * (tanh + 1)``).
   The net pads internally to ``module.pad_multiple`` (and ``module.min_size``) with reflection where the image is
   large enough, else replicate, and crops back; the pad amount is the only size-dependent branch.
@@ -16,7 +16,8 @@ Contract for every generator in ``GENERATORS``:
   N(0, 0.02), drawn from torch's global generator (``torch.manual_seed`` makes them repeatable).
 - unknown names or arguments, or invalid values, raise ``AtelierError`` naming the valid choices.
 
-This package imports nothing from atelier but ``atelier.errors``: the registry, training and export sit above it.
+This package imports nothing from atelier but ``atelier.errors`` and the ground-floor ``atelier.registry`` (which
+imports the generator classes here lazily, by dotted path); training and export sit above it.
 """
 
 from __future__ import annotations
@@ -26,22 +27,12 @@ from typing import Any
 
 from torch import nn
 
+from .. import registry
 from ..errors import AtelierError
 from .blocks import Generator, count_macs
 from .discriminator import PatchDiscriminator
-from .resnet import ResNetGenerator
-from .tiny import TinyGenerator
-from .transformer import TransformerGenerator
-from .unet import UNetGenerator
 
-GENERATORS: dict[str, type[Generator]] = {
-    "unet": UNetGenerator,
-    "resnet": ResNetGenerator,
-    "transformer": TransformerGenerator,
-    "tiny": TinyGenerator,
-}
-
-__all__ = ["GENERATORS", "Generator", "PatchDiscriminator", "build_generator", "generator_arch",
+__all__ = ["Generator", "PatchDiscriminator", "build_generator", "generator_arch",
            "build_discriminator", "discriminator_arch", "count_macs", "arch_defaults"]
 
 
@@ -83,9 +74,7 @@ def _checked(cls: type[nn.Module], arch: dict[str, Any] | None, where: str) -> d
 
 def build_generator(name: str, arch: dict[str, Any] | None = None) -> Generator:
     """A freshly initialised generator ``name`` built from ``arch`` (missing arguments take their defaults)."""
-    if name not in GENERATORS:
-        raise AtelierError(f"unknown generator {name!r}; choose from: {', '.join(GENERATORS)}")
-    cls = GENERATORS[name]
+    cls = registry.get("generator", name).factory()  # unknown names: one line listing the registered ones
     return cls(**_checked(cls, arch, f"{name} generator"))
 
 

@@ -4,7 +4,7 @@ Objectives:
 
 * ``distill`` from ``--teacher-weights effnet`` (EfficientNet-Lite0 ImageNet): the student is the same net cut after
   block 11 with a narrower expansion (``--expand``, 2 against the teacher's 6), started from the teacher's own
-  weights by keeping each block's most-used hidden channels (``features.effnet.narrow``), then distilled on the
+  weights by keeping each block's most-used hidden channels (``features.effnet_copies.narrow``), then distilled on the
   levels the engine uses (effnet's default content and style levels) through 1x1 adapters as below.
 
 * ``distill`` (after Collaborative Distillation, Wang et al. 2020): a 1x1 adapter per level maps the encoder's
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..config import LiteTrainOptions
+from ..options import LiteTrainOptions
 from ..errors import AtelierError
 from ..features.base import FeatureNet
 from ..features.lite import EFFNET_TYPE, KIND, LiteEncoder, build_lite, encoder_state
@@ -117,7 +117,8 @@ class LiteTask(Task):
         if self.effnet:
             if o.objective != "distill":
                 raise AtelierError("--teacher-weights effnet works with --objective distill only")
-            from ..features.effnet import folded_state, from_folded, load_effnet, narrow
+            from ..features.effnet import load_effnet
+            from ..features.effnet_copies import folded_state, from_folded, narrow
 
             self.teacher = load_effnet(device=device)
             state = {k: v.cpu() for k, v in folded_state(self.teacher).items()
@@ -198,7 +199,7 @@ class LiteTask(Task):
         params = sum(p.numel() for p in encoder.parameters())
         facts["parameters"] = params
         if self.effnet:
-            from ..features.effnet import folded_state
+            from ..features.effnet_copies import folded_state
 
             facts["expand"] = self.options.expand
             return folded_state(encoder), {"type": EFFNET_TYPE, "variant": "lite0", "blocks": EFFNET_BLOCKS,

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..config import StudentTrainOptions
+from ..options import StudentTrainOptions
 from ..errors import AtelierError
 from ..images import load_image
 from ..losses import content_loss, gram, style_loss
@@ -44,7 +44,7 @@ class PairBank:
     """(photo, teacher picture) pairs in memory as uint8; both are resized together so the short side >= crop."""
 
     def __init__(self, pairs_dir: str, size: int, holdout: int, max_images: int = 0, log=None):
-        from .pairs import read_manifest
+        from .manifest import read_manifest
 
         self.root = Path(pairs_dir).expanduser()
         records = sorted(read_manifest(self.root), key=lambda r: r["id"])

@@ -35,10 +35,12 @@ from typing import Any, Callable, Optional
 import torch
 from torch import nn
 
-from ..checkpoint import load_resume, save_model_folder, save_resume
-from ..config import TrainOptions
+from ..folders import save_model_folder
+from .resume import load_resume, save_resume
+from ..options import TrainOptions
 from ..errors import AtelierError
-from ..images import atomic_write_text, save_image
+from ..files import atomic_write_text
+from ..images import save_image
 from .data import ImageBank
 
 CHECKPOINT = "checkpoint.pt"
@@ -119,7 +121,7 @@ def model_card(facts: dict[str, Any], title: str, summary: str, rows: list[tuple
 
 def setup(device_name: str) -> Context:
     """Join the torchrun process group when there is one; pick this process's device."""
-    from ..api import resolve_device
+    from ..devices import resolve_device
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))

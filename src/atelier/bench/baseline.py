@@ -21,10 +21,10 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .config import StylizeOptions
-from .losses import gram
-from .methods.optimize import GatysMethod, objective
-from .progress import Callback, StepInfo
+from ..options import StylizeOptions
+from ..losses import gram
+from ..methods.optimize import GatysMethod, objective
+from ..progress import Callback, StepInfo
 
 _PLAN = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
 

