@@ -34,12 +34,12 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from atelier.images import atomic_write_text
+from atelier.files import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
 SERVER_CODE = """
 import json, sys
-from atelier.config import ServeOptions
+from atelier.options import ServeOptions
 from atelier.serve import run_server
 run_server(ServeOptions.from_kwargs(**json.loads(sys.argv[1])))
 """
@@ -118,7 +118,8 @@ def run(args: argparse.Namespace, scratch: Path) -> dict:
             print(log_path.read_text()[-4000:], file=sys.stderr)
             raise
         limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
-        with httpx.Client(base_url=url, timeout=args.timeout, limits=limits) as client:
+        with httpx.Client(base_url=url, timeout=args.timeout, limits=limits,
+                          headers={"X-Atelier-Request": "1"}) as client:  # the service's anti-CSRF header
 
             def one(_: int, record: bool = True) -> None:
                 t0 = time.perf_counter()

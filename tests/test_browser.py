@@ -1,5 +1,6 @@
 """The web page in a real headless Chromium (Debian's /usr/bin/chromium driven by playwright; no browser download):
-upload to result for a student, an engine job whose progress reaches done, and an error shown on the page.
+upload to result for a student, an engine job whose progress reaches done (its reads sending the job's token,
+its writes the anti-CSRF header), and an error shown on the page.
 
 The service runs in-process (uvicorn on 127.0.0.1, a free port, a background thread). Skipped when Chromium or
 playwright is missing, unless ATELIER_REQUIRE_BROWSER=1 (CI), which turns the skip into a failure.
@@ -40,7 +41,7 @@ if _why:
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 import atelier.api as api  # noqa: E402
-from atelier.config import ServeOptions  # noqa: E402
+from atelier.options import ServeOptions  # noqa: E402
 from atelier.images import open_image  # noqa: E402
 from atelier.serve import serve_in_thread  # noqa: E402
 
@@ -131,6 +132,8 @@ def test_engine_job_shows_progress_until_done(page, tmp_path, monkeypatch):
         return real(*args, callback=cb, **kwargs)
 
     monkeypatch.setattr(api, "stylize", slowed)
+    requests = []  # every request the page makes to the API (headers read once the job is done)
+    page.on("request", lambda r: requests.append(r) if "/v1/" in r.url else None)
     page.set_input_files("#image", str(write_png(tmp_path / "photo.png", 96, 64)))
     page.select_option("#model", "engine:lite")
     assert page.is_visible("#style-row") and page.is_visible("#advanced")
@@ -159,12 +162,22 @@ def test_engine_job_shows_progress_until_done(page, tmp_path, monkeypatch):
     assert values == sorted(values) and values[-1] == 1 and len(values) >= 3, values
     page.wait_for_function("() => document.getElementById('result').naturalWidth > 0", timeout=10_000)
     assert image_size(page, "#result") == (64, 43)
-    href = page.get_attribute("#download", "href")
-    assert href.startswith("/v1/jobs/") and href.endswith("/result")
+    # The result was fetched with the job's token and is shown from memory: no token in any URL.
+    assert page.get_attribute("#download", "href").startswith("blob:")
+    assert page.get_attribute("#result", "src").startswith("blob:")
     with page.expect_download() as info:
         page.click("#download")
     got = Image.open(info.value.path())
     assert got.size == (64, 43)
+    sent = [(r.method, r.url, r.all_headers()) for r in requests]
+    posts = [h for m, _u, h in sent if m == "POST"]
+    assert posts and all(h.get("x-atelier-request") == "1" for h in posts)  # the anti-CSRF header on writes
+    reads = [(u, h) for m, u, h in sent if m == "GET" and "/v1/jobs/" in u]
+    assert any(u.endswith("/result") for u, _h in reads) and len(reads) >= 3
+    tokens = {h.get("authorization") for _u, h in reads}
+    assert len(tokens) == 1 and next(iter(tokens)).startswith("Bearer ")  # every read of the job sends its token
+    token = next(iter(tokens)).split(" ", 1)[1]
+    assert not any(token in u for _m, u, _h in sent)
 
 
 def test_errors_from_the_service_are_shown_on_the_page(page, tmp_path):

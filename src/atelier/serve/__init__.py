@@ -2,8 +2,10 @@
 
 Entry points: ``run_server(options)`` serves until interrupted (the CLI calls it); ``create_app(options)`` returns
 the ASGI app; ``serve_in_thread(options)`` runs it in a background thread and yields its URL (tests, notebooks).
-``options`` is a ``config.ServeOptions``. The endpoints, their status codes and the limits are described in
-``atelier.serve.app``; the job queue and its files on disk in ``atelier.serve.jobs``.
+``options`` is an ``options.ServeOptions``. The endpoints, their status codes and the limits are described in
+``atelier.serve.app``; the gate every request passes first (Host allowlist, anti-CSRF check on writes, body limit)
+in ``atelier.serve.security``; the routes in ``routes`` and ``routes_jobs``; the models in ``catalog``; the job queue,
+its tokens and its files on disk in ``atelier.serve.jobs``.
 
 FastAPI, uvicorn and python-multipart come with the ``serve`` extra. Importing this package needs none of them;
 calling an entry point without them raises ``AtelierError`` saying how to install them.
@@ -19,7 +21,7 @@ from ..errors import AtelierError
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from ..config import ServeOptions
+    from ..options import ServeOptions
 
 __all__ = ["create_app", "run_server", "serve_in_thread"]
 

@@ -1,13 +1,11 @@
-"""From a request's form to checked inputs: the model catalogue, option values and uploaded images.
+"""From a request's form to checked inputs: option values and uploaded images (the models: ``catalog``).
 
 Contracts:
 
-- Models are looked up by name in a listing: the bundled students (``api.list_methods``) and the student folders
-  directly under ``--models DIR``. The user's text is only ever a key into that listing, never part of a path, so
-  ``../etc`` or ``/tmp/x`` is just an unknown name (422).
 - Options arrive as form text and are converted by the type of the ``StylizeOptions`` field of the same name; an
   empty value means "not given" (what an HTML form sends for an untouched input). Unknown names, malformed values
-  and values past the service's limits (``ServeOptions``) raise ``ServiceError(422)``. Options that name files or
+  and values past the service's limits (``ServeOptions``) raise ``ServiceError(422)``. Messages name options as the
+  form does (``style_weight``): the library's ``OptionError`` already names the field, so it is passed on as is. Options that name files or
   devices on the service's machine (``init`` paths, ``lite_model``, ``vgg_weights``, ``device``, ``save_every``)
   are the operator's, not the client's, and are not accepted.
 - Uploaded images are identified from their bytes, not their file name or declared type, and from the header
@@ -21,10 +19,7 @@ from __future__ import annotations
 import io
 import math
 import os
-import re
 import tempfile
-import threading
-import time
 import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -32,9 +27,7 @@ from typing import Any, Optional
 
 from PIL import Image, UnidentifiedImageError
 
-from .. import api
-from ..checkpoint import read_model_config
-from ..config import ServeOptions, StylizeOptions
+from ..options import ServeOptions, StylizeOptions
 from ..errors import AtelierError
 from ..images import open_image
 from .jobs import ServiceError
@@ -48,7 +41,8 @@ STUDENT_OPTIONS = ("size", "tile")
 MIN_SIZE = 16  # smallest output long side a request may ask for
 INIT_CHOICES = ("content", "random")
 _TILE_HELP = "tile side in pixels: large images run in overlapping tiles of this size (0: one pass)"
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # model folder names served from --models
+# Help in the form's words where the library's help names a command-line flag.
+_FORM_HELP = {"style_weights": "blend weights, one per style image (default: equal)"}
 _FORMAT_NAMES = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP"}
 _FIELDS = {f.name: f for f in fields(StylizeOptions)}
 _HINTS = typing.get_type_hints(StylizeOptions)
@@ -64,8 +58,6 @@ def format_list(formats: tuple) -> str:
 
 def _kind(name: str) -> tuple[type, Optional[type]]:
     """(scalar type, element type of a comma list or None) of an option."""
-    if name == "tile":
-        return int, None
     f = _FIELDS[name]
     if f.metadata.get("list_of"):
         return tuple, f.metadata["list_of"]
@@ -77,8 +69,6 @@ def _kind(name: str) -> tuple[type, Optional[type]]:
 def effective_default(name: str, limits: ServeOptions) -> Any:
     """The value an option takes when a request leaves it out: the library's default, within the service's limits
     (an operator who lowers --max-size lowers the default size with it)."""
-    if name == "tile":
-        return api.DEFAULT_TILE
     d = _FIELDS[name].default
     if name == "size":
         return min(d, limits.max_size)
@@ -97,7 +87,8 @@ def describe_options(names: tuple[str, ...], limits: ServeOptions) -> list[dict[
         elif name == "init":
             text, choices = "start image: content (the photo) or random (seeded noise)", list(INIT_CHOICES)
         else:
-            text, choices = _FIELDS[name].metadata.get("help", ""), list(_FIELDS[name].metadata.get("choices") or ())
+            text = _FORM_HELP.get(name) or _FIELDS[name].metadata.get("help", "")
+            choices = list(_FIELDS[name].metadata.get("choices") or ())
         entry: dict[str, Any] = {"name": name, "type": f"list[{item.__name__}]" if item else kind.__name__,
                                  "default": effective_default(name, limits), "help": text, "choices": choices}
         if name == "size":
@@ -156,12 +147,10 @@ def parse_options(form: dict[str, str], allowed: tuple[str, ...], limits: ServeO
                            f"are not accepted), got {values['init'][:40]!r}")
     if values.get("tile", 0) < 0:
         raise ServiceError(422, f"tile must be a whole number >= 0, got {values['tile']}")
-    try:  # the engines' own checks, with their own messages
+    try:  # the engines' own checks: an OptionError names the field, which is the form's name for it too
         StylizeOptions.from_kwargs(**{k: v for k, v in values.items() if k != "tile"})
     except AtelierError as e:
-        # The library names options as command-line flags (--style-weight); a form calls them style_weight.
-        raise ServiceError(422, re.sub(r"--([a-z][a-z-]*)", lambda m: m.group(1).replace("-", "_"), str(e))) \
-            from None
+        raise ServiceError(422, str(e)) from None
     return values
 
 
@@ -217,87 +206,3 @@ def clean_name(filename: Optional[str]) -> str:
 def upload_label(field: str, filename: Optional[str]) -> str:
     name = clean_name(filename)
     return f"{field} {name!r}" if name else field
-
-
-# ------------------------------------------------------------------------------------------------- models
-
-
-class Catalog:
-    """Students (bundled, then ``models_dir``) and engines, listed again every ``ttl`` seconds so models copied
-    into the folder appear without a restart."""
-
-    def __init__(self, models_dir: Optional[str], ttl: float = 2.0):
-        self.models_dir = Path(models_dir).expanduser() if models_dir else None
-        self.ttl = ttl
-        self._lock = threading.Lock()
-        self._at = -math.inf
-        self._students: dict[str, dict[str, Any]] = {}
-        self._engines: list[dict[str, Any]] = []
-
-    def _refresh(self) -> None:
-        with self._lock:
-            if time.monotonic() - self._at < self.ttl:
-                return
-            students: dict[str, dict[str, Any]] = {}
-            engines = []
-            for m in api.list_methods():
-                if m["kind"] == "optimisation":
-                    engines.append({"name": m["name"], "description": m["description"], "available": m["available"],
-                                    "reason": None if m["available"] else m["reason"],
-                                    "defaults": m.get("defaults", {})})
-                else:
-                    students[m["name"]] = {"name": m["name"], "description": m["description"], "source": "bundled",
-                                           "_load": m["name"]}
-            for name, folder in self._folder_students().items():
-                students[name] = folder  # the operator's folder wins over a bundled student of the same name
-            self._students, self._engines, self._at = students, engines, time.monotonic()
-
-    def _folder_students(self) -> dict[str, dict[str, Any]]:
-        root = self.models_dir
-        if root is None or not root.is_dir():
-            return {}
-        found = {}
-        for entry in sorted(root.iterdir()):
-            if not _NAME.fullmatch(entry.name) or not entry.is_dir():
-                continue
-            try:
-                config = read_model_config(entry, kind="student")
-            except AtelierError:
-                continue  # not a student model folder: not listed
-            arch = config.get("architecture", {}).get("generator", "?")
-            text = config.get("description") if isinstance(config.get("description"), str) else None
-            if not text:
-                text = f"feed-forward student ({arch} generator)" + \
-                    (f" in the style of {config['style']}" if config.get("style") else "")
-            found[entry.name] = {"name": entry.name, "description": " ".join(text.split()), "source": "models",
-                                 "_load": entry}
-        return found
-
-    def students(self) -> list[dict[str, Any]]:
-        self._refresh()
-        return [{k: v for k, v in s.items() if not k.startswith("_")} for s in self._students.values()]
-
-    def engines(self) -> list[dict[str, Any]]:
-        self._refresh()
-        return [dict(e) for e in self._engines]
-
-    def student_key(self, name: str) -> Any:
-        """What ``api.load_model`` gets for a listed name: the bundled name, or the listed folder's own path."""
-        self._refresh()
-        entry = self._students.get(name)
-        if entry is None:
-            shown = ", ".join(self._students) or "none"
-            raise ServiceError(422, f"unknown model {name[:60]!r}; available: {shown} (GET /v1/models)")
-        return entry["_load"]
-
-    def engine(self, name: str) -> dict[str, Any]:
-        self._refresh()
-        for e in self._engines:
-            if e["name"] == name:
-                if not e["available"]:
-                    raise ServiceError(422, f"engine {name} cannot run on this service: {e['reason']}")
-                return e
-        if name in self._students:
-            raise ServiceError(422, f"{name[:60]} is a student model: send it to POST /v1/stylize (one pass), "
-                               "not to /v1/jobs")
-        raise ServiceError(422, f"unknown method {name[:60]!r}; engines: {', '.join(e['name'] for e in self._engines)}")

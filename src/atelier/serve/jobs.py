@@ -18,14 +18,22 @@ Contracts:
   request for the result of a failed job answers with it); ``AtelierError`` ends it with 422; anything else is a
   bug and ends it with 500.
 - Ids are 32 lower-case hex digits (uuid4); anything else is not an id, so no user text reaches a path.
+- A job is private to whoever created it: ``submit`` returns, with the record, a token (``secrets.token_urlsafe``)
+  that nothing keeps; the record keeps only its sha256 (``token_sha256``), on disk too, so tokens survive a restart.
+  ``read(id, token)`` gives the record (without the hash) only for the right token, compared in constant time, and
+  None for an unknown id, a missing token and a wrong one alike, so a reader cannot tell an id exists. Records
+  written before jobs had tokens have no hash: nobody can read them (they are pruned like any finished job).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
 import math
 import re
+import secrets
 import shutil
 import threading
 import time
@@ -38,7 +46,8 @@ from typing import Any, Callable, Optional
 from PIL import Image
 
 from ..errors import AtelierError
-from ..images import atomic_write_text, save_image
+from ..files import atomic_write_text
+from ..images import save_image
 from ..progress import StepInfo
 
 log = logging.getLogger("atelier.serve")
@@ -46,6 +55,12 @@ log = logging.getLogger("atelier.serve")
 ID_PATTERN = re.compile(r"[0-9a-f]{32}")
 STATES = ("queued", "running", "done", "failed")
 FINISHED = ("done", "failed")
+TOKEN_KEY = "token_sha256"
+_NO_HASH = "-" * 64  # compared against when there is no stored hash, so every read costs the same
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 Runner = Callable[[dict, dict, Callable[[StepInfo], None]], tuple[Any, dict]]
 
@@ -109,6 +124,11 @@ class Lane:
             raise QueueFull(self.name, 5) from None
         future.add_done_callback(lambda _f: self.release())
         return future
+
+    def retry_after(self) -> int:
+        """Seconds until the lane probably has room for one more task (a full queue's ``Retry-After``)."""
+        with self._lock:
+            return self._retry_after()
 
     def _retry_after(self) -> int:
         # Time for the queue ahead to drain at the recent pace; at least a second, at most an hour.
@@ -187,11 +207,19 @@ class JobStore:
             record = self._jobs.get(job_id)
             return json.loads(json.dumps(record)) if record is not None else None
 
-    def recent(self, limit: int) -> list[dict]:
-        with self._lock:
-            records = sorted(self._jobs.values(), key=lambda r: r["created"], reverse=True)[:limit]
-            return [{k: r.get(k) for k in ("id", "state", "method", "created", "finished", "status")}
-                    for r in records]
+    def read(self, job_id: str, token: Optional[str]) -> Optional[dict]:
+        """The job's record (without its token hash) for the holder of its token; None for an unknown id, a missing
+        or wrong token, or a record without a hash (written before jobs had tokens: readable by nobody)."""
+        record = self.get(job_id)
+        stored = record.get(TOKEN_KEY) if record is not None else None
+        has_hash = isinstance(stored, str) and len(stored) == 64
+        given = token_hash(token) if isinstance(token, str) and token else ""
+        # compare_digest on bytes: constant time whatever the stored text holds.
+        same = hmac.compare_digest((given or _NO_HASH).encode(), (stored if has_hash else _NO_HASH).encode())
+        if record is None or not has_hash or not given or not same:
+            return None
+        record.pop(TOKEN_KEY, None)
+        return record
 
     def counts(self) -> dict[str, int]:
         with self._lock:
@@ -203,20 +231,22 @@ class JobStore:
     # --------------------------------------------------------------------------------------------- work
 
     def submit(self, method: str, options: dict[str, Any], uploads: dict[str, bytes],
-               inputs: Optional[dict[str, Any]] = None) -> dict:
-        """Queue a job (raises ``QueueFull``). ``uploads`` maps file names (``content``, ``style-0``...) to bytes;
-        ``inputs`` (JSON) describes them for the runner and the record (the clients' file names)."""
+               inputs: Optional[dict[str, Any]] = None) -> tuple[dict, str]:
+        """Queue a job (raises ``QueueFull``); returns its record (without the token hash) and its token, which only
+        the caller gets. ``uploads`` maps file names (``content``, ``style-0``...) to bytes; ``inputs`` (JSON)
+        describes them for the runner and the record (the clients' file names)."""
         if self._closing.is_set():
             raise QueueFull(self.lane.name, 5)
         self.lane.reserve()  # before writing anything: a full queue costs the client nothing but the upload
         job_id = uuid.uuid4().hex
+        token = secrets.token_urlsafe(32)
         folder = self.uploads_dir / job_id
         try:
             folder.mkdir()
             for name, data in uploads.items():
                 (folder / name).write_bytes(data)
-            record = {"id": job_id, "state": "queued", "method": method, "options": options,
-                      "inputs": inputs or {},
+            record = {"id": job_id, TOKEN_KEY: token_hash(token), "state": "queued", "method": method,
+                      "options": options, "inputs": inputs or {},
                       "created": _now(), "started": None, "finished": None, "progress": None,
                       "error": None, "status": None, "result": None}
             self._write(record)
@@ -230,7 +260,8 @@ class JobStore:
         with self._lock:
             self._jobs[job_id] = record
         self.lane.start(self._run, job_id)
-        return self.get(job_id) or record
+        shown = {k: v for k, v in (self.get(job_id) or record).items() if k != TOKEN_KEY}
+        return shown, token
 
     def _run(self, job_id: str) -> None:
         with self._lock:

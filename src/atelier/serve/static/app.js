@@ -1,6 +1,10 @@
 // atelier's page: builds its form from GET /v1/models, sends a student request (POST /v1/stylize, one pass) or an
 // engine job (POST /v1/jobs, then polls GET /v1/jobs/{id}), and shows the result with a download link.
 // Every error the service answers is {"error": "..."}; the page shows that message as it is.
+// Writes carry X-Atelier-Request: 1 (the service refuses writes without it: another site's form cannot send it).
+// A job is readable only with the token POST /v1/jobs gave: the page keeps it in memory (never in a URL or in
+// storage) and sends it as Authorization: Bearer; the result is fetched with it and shown as a blob: URL, since an
+// <img src> cannot send headers.
 "use strict";
 
 const MAIN_OPTIONS = {
@@ -8,11 +12,17 @@ const MAIN_OPTIONS = {
   engine: ["size", "iterations", "style_weight", "preserve_color", "seed"],
 };
 const POLL_MS = 400;
+const WRITE_HEADERS = { "X-Atelier-Request": "1" };
 
 const $ = (id) => document.getElementById(id);
 let catalog = null;     // the /v1/models answer
 let resultUrl = null;   // a blob: URL to revoke when the next result replaces it
 let busy = false;
+const jobTokens = new Map();  // job id -> its token, for this page's life only
+
+function jobHeaders(id) {
+  return { Authorization: `Bearer ${jobTokens.get(id)}` };
+}
 
 function showError(message) {
   const box = $("error");
@@ -186,6 +196,13 @@ function showResult(src, info, fileName) {
   $("output").hidden = false;
 }
 
+function keepResult(blob) {
+  // One result at a time: the previous picture's blob: URL is released when the next one replaces it.
+  if (resultUrl) URL.revokeObjectURL(resultUrl);
+  resultUrl = URL.createObjectURL(blob);
+  return resultUrl;
+}
+
 function stem(file) {
   return (file ? file.name.replace(/\.[^.]*$/, "") : "photo") || "photo";
 }
@@ -195,16 +212,15 @@ async function runStudent(choice, fields) {
   $("progress").removeAttribute("value");  // indeterminate: one pass has no steps to report
   $("status").textContent = `stylising with ${choice.name}…`;
   const t0 = performance.now();
-  const response = await fetch("/v1/stylize", { method: "POST", body: fields });
+  const response = await fetch("/v1/stylize", { method: "POST", body: fields, headers: WRITE_HEADERS });
   if (!response.ok) throw new Error(await errorOf(response));
   const blob = await response.blob();
   const bitmap = await createImageBitmap(blob);
-  if (resultUrl) URL.revokeObjectURL(resultUrl);
-  resultUrl = URL.createObjectURL(blob);
+  const url = keepResult(blob);
   const seconds = ((performance.now() - t0) / 1000).toFixed(2);
   $("progress").value = 1;
   $("status").textContent = `done in ${seconds} s`;
-  showResult(resultUrl, `${bitmap.width}×${bitmap.height}, ${choice.name}`,
+  showResult(url, `${bitmap.width}×${bitmap.height}, ${choice.name}`,
     `${stem($("image").files[0])}-${choice.name}.png`);
   bitmap.close();
 }
@@ -221,11 +237,12 @@ async function runJob(choice, fields) {
   $("progress-row").hidden = false;
   $("progress").value = 0;
   $("status").textContent = "sending…";
-  const response = await fetch("/v1/jobs", { method: "POST", body: fields });
+  const response = await fetch("/v1/jobs", { method: "POST", body: fields, headers: WRITE_HEADERS });
   if (!response.ok) throw new Error(await errorOf(response));
   const created = await response.json();
+  jobTokens.set(created.id, created.token);
   for (;;) {
-    const poll = await fetch(created.url, { cache: "no-store" });
+    const poll = await fetch(created.url, { cache: "no-store", headers: jobHeaders(created.id) });
     if (!poll.ok) throw new Error(await errorOf(poll));
     const job = await poll.json();
     if (job.progress) $("progress").value = job.progress.fraction;
@@ -233,9 +250,12 @@ async function runJob(choice, fields) {
     if (job.state === "done") {
       $("progress").value = 1;
       const r = job.result;
+      const picture = await fetch(job.result_url, { cache: "no-store", headers: jobHeaders(created.id) });
+      if (!picture.ok) throw new Error(await errorOf(picture));
+      const url = keepResult(await picture.blob());
       const seconds = r.metadata && r.metadata.seconds !== undefined ? `${r.metadata.seconds} s` : "";
       $("status").textContent = `done${seconds ? ` in ${seconds}` : ""}`;
-      showResult(job.result_url, `${r.width}×${r.height}, ${choice.name}`,
+      showResult(url, `${r.width}×${r.height}, ${choice.name}`,
         `${stem($("image").files[0])}-${choice.name}.png`);
       return;
     }

@@ -1,0 +1,190 @@
+"""What the service can run: students (bundled, then the folders under ``--models``) and engines.
+
+Contracts:
+
+- Models are looked up by name in a listing: the bundled students (``api.list_methods``) and the student folders
+  directly under ``--models DIR``. The user's text is only ever a key into that listing, never part of a path, so
+  ``../etc`` or ``/tmp/x`` is just an unknown name (422).
+- A folder is listed only if it works as far as can be told without loading it: its ``config.json`` reads as a
+  student's and its weights file exists and its header reads. Others are left out, with one warning line each in
+  the log (again only when the folder changes); asking for one by name is 422, never 500.
+- Engines that cannot run here are listed as unavailable with a reason in the service's words: what is missing,
+  not the command-line advice or the server paths the library's full reason gives (that goes to the log).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from .. import api
+from ..errors import AtelierError
+from ..folders import WEIGHTS_NAME, read_model_config
+from .jobs import ServiceError
+
+log = logging.getLogger("atelier.serve")
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # model folder names served from --models
+
+
+def _stamp(path: Path) -> Optional[tuple]:
+    try:
+        st = path.stat()
+        return st.st_mtime_ns, st.st_size
+    except OSError:
+        return None
+
+
+def check_weights(path: Path) -> None:
+    """Raise ``AtelierError`` unless ``path`` is a safetensors file whose header reads and names some tensors
+    (the header only: no tensor is loaded)."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise AtelierError(f"{WEIGHTS_NAME} is missing")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = list(f.keys())
+    except Exception as e:  # SafetensorError, OSError, and whatever a damaged header gives
+        raise AtelierError(f"{WEIGHTS_NAME} is unreadable ({type(e).__name__})") from None
+    if not keys:
+        raise AtelierError(f"{WEIGHTS_NAME} holds no tensors")
+
+
+def client_reason(reason: str) -> str:
+    """An unavailable engine's reason for clients: what is missing (the first clause), and whose job it is."""
+    first = re.split(r"[:;(]", reason or "", maxsplit=1)[0].strip() or "it is not installed"
+    return f"{first[:120]}; the service's operator can install what it needs (the service's log says how)"
+
+
+class Catalog:
+    """Students (bundled, then ``models_dir``) and engines, listed again every ``ttl`` seconds so models copied
+    into the folder appear without a restart."""
+
+    def __init__(self, models_dir: Optional[str], ttl: float = 2.0):
+        self.models_dir = Path(models_dir).expanduser() if models_dir else None
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._at = -math.inf
+        self._students: dict[str, dict[str, Any]] = {}
+        self._engines: list[dict[str, Any]] = []
+        self._broken: dict[str, str] = {}       # folder name -> why it is not listed (for the log only)
+        self._checked: dict[str, tuple] = {}    # folder name -> (stamps, entry or None, problem or None)
+        self._warned: dict[str, str] = {}       # what the log last said about each name, so it says it once
+
+    def _warn_once(self, name: str, message: str) -> None:
+        if self._warned.get(name) != message:
+            self._warned[name] = message
+            log.warning("%s", message)
+
+    def _refresh(self) -> None:
+        with self._lock:
+            if time.monotonic() - self._at < self.ttl:
+                return
+            students: dict[str, dict[str, Any]] = {}
+            engines = []
+            for m in api.list_methods():
+                if m["kind"] == "optimisation":
+                    reason = None
+                    if not m["available"]:
+                        self._warn_once(f"engine:{m['name']}", f"engine {m['name']} is unavailable: {m['reason']}")
+                        reason = client_reason(m["reason"])
+                    engines.append({"name": m["name"], "description": m["description"], "available": m["available"],
+                                    "reason": reason, "defaults": m.get("defaults", {})})
+                else:
+                    students[m["name"]] = {"name": m["name"], "description": m["description"], "source": "bundled",
+                                           "_load": m["name"]}
+            found, broken = self._folder_students()
+            for name, folder in found.items():
+                students[name] = folder  # the operator's folder wins over a bundled student of the same name
+            self._students, self._engines, self._broken, self._at = students, engines, broken, time.monotonic()
+
+    def _folder_students(self) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+        root = self.models_dir
+        if root is None or not root.is_dir():
+            return {}, {}
+        found, broken = {}, {}
+        for entry in sorted(root.iterdir()):
+            if not _NAME.fullmatch(entry.name) or not entry.is_dir():
+                continue
+            stamps = (_stamp(entry / "config.json"), _stamp(entry / WEIGHTS_NAME))
+            cached = self._checked.get(entry.name)
+            if cached is None or cached[0] != stamps:  # read again only when the folder changed
+                cached = (stamps, *self._check_folder(entry))
+                self._checked[entry.name] = cached
+            _stamps, student, problem = cached
+            if student is not None:
+                found[entry.name] = student
+                self._warned.pop(entry.name, None)
+            else:
+                broken[entry.name] = problem
+                self._warn_once(entry.name, f"model folder {entry} is not served: {problem}")
+        return found, broken
+
+    @staticmethod
+    def _check_folder(entry: Path) -> tuple[Optional[dict[str, Any]], Optional[str]]:
+        try:
+            config = read_model_config(entry, kind="student")
+            check_weights(entry / WEIGHTS_NAME)
+        except AtelierError as e:
+            return None, str(e)
+        arch = config.get("architecture", {}).get("generator", "?")
+        text = config.get("description") if isinstance(config.get("description"), str) else None
+        if not text:
+            text = f"feed-forward student ({arch} generator)" + \
+                (f" in the style of {config['style']}" if config.get("style") else "")
+        return {"name": entry.name, "description": " ".join(text.split()), "source": "models", "_load": entry}, None
+
+    def students(self) -> list[dict[str, Any]]:
+        self._refresh()
+        return [{k: v for k, v in s.items() if not k.startswith("_")} for s in self._students.values()]
+
+    def engines(self) -> list[dict[str, Any]]:
+        self._refresh()
+        return [dict(e) for e in self._engines]
+
+    def _unusable(self, name: str) -> ServiceError:
+        shown = ", ".join(self._students) or "none"
+        return ServiceError(422, f"model {name[:60]!r} cannot be used: its folder on this service is not a working "
+                                 f"student model (the service's log says why); available: {shown}")
+
+    def student_key(self, name: str) -> Any:
+        """What ``api.load_model`` gets for a listed name: the bundled name, or the listed folder's own path."""
+        self._refresh()
+        entry = self._students.get(name)
+        if entry is None:
+            if name in self._broken:
+                raise self._unusable(name)
+            shown = ", ".join(self._students) or "none"
+            raise ServiceError(422, f"unknown model {name[:60]!r}; available: {shown} (GET /v1/models)")
+        return entry["_load"]
+
+    def load_failed(self, name: str, key: Any, error: AtelierError) -> ServiceError:
+        """A listed model that did not load (damaged past what the listing checks, or since): log it, list it no
+        more until its folder changes, and give the client its 422."""
+        log.error("cannot load model %s: %s", name, error)
+        with self._lock:
+            if isinstance(key, Path):
+                stamps = (_stamp(key / "config.json"), _stamp(key / WEIGHTS_NAME))
+                self._checked[key.name] = (stamps, None, str(error))
+                self._warned[key.name] = f"model folder {key} is not served: {error}"  # said just now
+            self._at = -math.inf
+        self._refresh()
+        return self._unusable(name)
+
+    def engine(self, name: str) -> dict[str, Any]:
+        self._refresh()
+        for e in self._engines:
+            if e["name"] == name:
+                if not e["available"]:
+                    raise ServiceError(422, f"engine {name} cannot run on this service: {e['reason']}")
+                return e
+        if name in self._students:
+            raise ServiceError(422, f"{name[:60]} is a student model: send it to POST /v1/stylize (one pass), "
+                               "not to /v1/jobs")
+        raise ServiceError(422, f"unknown method {name[:60]!r}; engines: {', '.join(e['name'] for e in self._engines)}")
