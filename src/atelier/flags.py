@@ -1,0 +1,74 @@
+"""How the command line says the options: one flag per field of an options dataclass (``add_option_flags``), the
+fields a command line gave (``given``), and an option error in flag words (``in_flags``)."""
+
+from __future__ import annotations
+
+import argparse
+import typing
+from dataclasses import MISSING, fields
+from typing import Any
+
+from .errors import AtelierError, OptionError
+from .options import StylizeOptions
+
+
+def parse_list(kind: type, flag: str):
+    def parse(text: str) -> tuple:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        try:
+            return tuple(kind(t) for t in items)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes comma-separated {kind.__name__} values, "
+                                             f"got {text!r}") from None
+    return parse
+
+
+def _scalar_type(cls: type, f) -> type:
+    hint = typing.get_type_hints(cls)[f.name]
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if args else hint
+
+
+def add_option_flags(parser: argparse.ArgumentParser, cls: type = StylizeOptions,
+                     title: str = "optimisation options (defaults from atelier.options.StylizeOptions)") -> None:
+    """Add one flag per field of the options dataclass ``cls``, with the field's default and help.
+
+    Choices are not given to argparse: the dataclass's ``validate`` checks them, so a bad value gets the same
+    one-line error from the CLI and from the Python API.
+    """
+    group = parser.add_argument_group(title)
+    for f in fields(cls):
+        meta = f.metadata
+        if meta.get("hidden"):
+            continue
+        flag = "--" + (meta.get("flag") or f.name.replace("_", "-"))
+        default = f.default if f.default is not MISSING else None
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        text = meta.get("help", "")
+        if "default" not in text and "required" not in text:  # some say their default in words (None: found for you)
+            text = f"{text} (default: {shown})"
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": text}
+        kind = _scalar_type(cls, f)
+        if kind is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif meta.get("repeat"):
+            kwargs["action"] = "append"
+            kwargs["metavar"] = meta.get("metavar")
+        elif meta.get("list_of"):
+            kwargs["type"] = parse_list(meta["list_of"], flag)
+            kwargs["metavar"] = meta.get("metavar") or "A,B"
+        else:
+            choices = meta.get("choices")
+            kwargs["type"] = kind
+            kwargs["metavar"] = meta.get("metavar") or ("|".join(choices) if choices else None)
+        group.add_argument(*([meta["short"]] if meta.get("short") else []), flag, **kwargs)
+
+
+def given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of the options dataclass ``cls`` that were given on the command line (the rest keep defaults)."""
+    return {f.name: getattr(args, f.name) for f in fields(cls) if hasattr(args, f.name)}
+
+
+def in_flags(e: AtelierError) -> str:
+    """The message in this front-end's words: an option's field (``style_weight``) is its flag (``--style-weight``)."""
+    return e.render(lambda name: "--" + name.replace("_", "-")) if isinstance(e, OptionError) else str(e)
