@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import OptionError
-from .fields import check_choices, check_known, check_whole, opt
+from .fields import check_choices, check_known, check_whole, coerce_lists, opt
 from .stylize import StylizeOptions
 
 BASELINE = "textbook-gatys"
@@ -55,19 +55,7 @@ class BenchOptions:
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "BenchOptions":
         check_known(cls, kwargs, "bench option")
-        for name in ("methods", "sizes"):  # the Python API may pass "gatys,lite", a single value or a list
-            v = kwargs.get(name)
-            if isinstance(v, str):
-                kwargs[name] = tuple(t.strip() for t in v.split(",") if t.strip())
-            elif isinstance(v, (list, tuple)):
-                kwargs[name] = tuple(os.fspath(t) if isinstance(t, os.PathLike) else t for t in v)
-            elif v is not None:
-                kwargs[name] = (os.fspath(v) if isinstance(v, os.PathLike) else v,)
-        if "sizes" in kwargs:
-            try:
-                kwargs["sizes"] = tuple(int(s) for s in kwargs["sizes"])
-            except (TypeError, ValueError):
-                raise OptionError("sizes", f"must be whole numbers like 256,512, got {kwargs['sizes']!r}") from None
+        kwargs = coerce_lists(cls, kwargs)  # "gatys,lite", a single value or path, or a list
         if kwargs.get("out") is not None:
             kwargs["out"] = os.fspath(kwargs["out"])
         if kwargs.get("pairs") is not None:

@@ -9,6 +9,7 @@ Every message names the field (``style_weight``), never a front-end's word for i
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import field, fields
 from typing import Any, Optional
 
@@ -39,18 +40,31 @@ def check_known(cls: type, kwargs: dict[str, Any], what: str = "option") -> None
         raise AtelierError(f"unknown {what}(s) {', '.join(unknown)}; valid {what}s: {', '.join(sorted(valid))}")
 
 
+def _list_item(kind: type, item: Any) -> Any:
+    if isinstance(item, os.PathLike):
+        item = os.fspath(item)
+    if isinstance(item, str):
+        return kind(item.strip())
+    if isinstance(item, bool) or (kind is int and not isinstance(item, int)):
+        raise ValueError(item)  # 256.5 is not a size, True is not a number
+    return kind(item)
+
+
 def coerce_lists(cls: type, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """List options (``list_of`` fields) from the Python API as tuples: ``"b1_dw,b3_dw"`` and ``["b1_dw"]`` alike (a
-    bare string would otherwise become a tuple of its characters)."""
+    """List options (``list_of`` fields) from the Python API and the command line as tuples: ``"b1_dw,b3_dw"``,
+    ``["b1_dw", "b3_dw"]`` and a single value or path alike (a bare string would otherwise become a tuple of its
+    characters). The one place comma lists are parsed."""
     out = dict(kwargs)
     for f in fields(cls):
         kind, v = f.metadata.get("list_of"), out.get(f.name)
-        if kind and isinstance(v, (list, tuple, str)):
-            items = [t.strip() for t in v.split(",") if t.strip()] if isinstance(v, str) else list(v)
-            try:
-                out[f.name] = tuple(kind(t) for t in items)
-            except (TypeError, ValueError):
-                raise OptionError(f.name, f"takes comma-separated {kind.__name__} values, got {v!r}") from None
+        if not kind or v is None:
+            continue
+        items = [t for t in v.split(",") if t.strip()] if isinstance(v, str) else \
+            list(v) if isinstance(v, (list, tuple)) else [v]
+        try:
+            out[f.name] = tuple(_list_item(kind, t) for t in items)
+        except (TypeError, ValueError):
+            raise OptionError(f.name, f"takes comma-separated {kind.__name__} values, got {v!r}") from None
     return out
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 from ..errors import OptionError
-from .fields import check_choices, check_known, check_number, check_whole, opt
+from .fields import check_choices, check_known, check_number, check_whole, coerce_lists, opt
 
 SERVE_FORMATS = ("PNG", "JPEG", "WEBP")  # the upload formats the service can ever accept (Pillow's names)
 # Names a browser uses only for this very machine: a page elsewhere cannot make a browser send them to the service
@@ -75,16 +75,9 @@ class ServeOptions:
         for name in ("models", "results"):
             if kwargs.get(name) is not None:
                 kwargs[name] = str(kwargs[name])
-        hosts = kwargs.get("allowed_hosts")
-        if isinstance(hosts, str):
-            hosts = hosts.split(",")
-        if hosts is not None:
-            kwargs["allowed_hosts"] = tuple(str(t).strip() for t in hosts if str(t).strip())
-        formats = kwargs.get("formats")
-        if isinstance(formats, str):
-            formats = formats.split(",")
-        if formats is not None:  # Pillow's format names are upper case; accept png,jpeg from a command line
-            kwargs["formats"] = tuple(str(t).strip().upper() for t in formats if str(t).strip())
+        kwargs = coerce_lists(cls, kwargs)
+        if kwargs.get("formats") is not None:  # Pillow's format names are upper case; accept png,jpeg as well
+            kwargs["formats"] = tuple(t.upper() for t in kwargs["formats"])
         return cls(**kwargs).validate()
 
     def validate(self) -> "ServeOptions":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
 from typing import Any
 
 import torch
@@ -22,25 +21,16 @@ class OptimizeTeacher(Teacher):
 
     def __init__(self, name: str, options: dict[str, Any], device: str = "auto", seed: int = 0):
         from ..devices import resolve_device
-        from ..options import StylizeOptions
+        from ..options import StylizeOptions, coerce_lists
 
         given = dict(options)
         for key, why in _FIXED.items():
             if key in given:
                 raise AtelierError(f"teacher option {key} is not accepted: {why}")
-        kinds = {f.name: f.metadata.get("list_of") for f in fields(StylizeOptions)}
-        for key, value in list(given.items()):  # "conv4_2,conv5_1" from a key=value list -> a tuple
-            kind = kinds.get(key)
-            if kind and isinstance(value, (str, int, float)) and not isinstance(value, bool):
-                parts = [p.strip() for p in str(value).split(",") if p.strip()]
-                try:
-                    given[key] = tuple(kind(p) for p in parts)
-                except ValueError:
-                    raise AtelierError(f"teacher option {key} takes comma-separated {kind.__name__} values, "
-                                       f"got {value!r}") from None
         given.setdefault("seed", seed)
         self._method = registry.create("method", name)
         try:
+            given = coerce_lists(StylizeOptions, given)  # "conv4_2,conv5_1" from a key=value list -> a tuple
             opts = StylizeOptions.from_kwargs(**given, device=device)  # unknown names and bad values first
             self._method.refuse_inapplicable(given)
             self._opts = self._method.resolve(opts)
