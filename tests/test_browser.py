@@ -1,6 +1,8 @@
 """The web page in a real headless Chromium (Debian's /usr/bin/chromium driven by playwright; no browser download):
-upload to result for a student, an engine job whose progress reaches done (its reads sending the job's token,
-its writes the anti-CSRF header), and an error shown on the page.
+upload to result for a student, for a one-pass method with a style upload (a toy registered in this process, as
+tests/test_contracts.py does: the page and the service know it only through the Method contract), an engine job
+whose progress reaches done (its reads sending the job's token, its writes the anti-CSRF header), and an error
+shown on the page.
 
 The service runs in-process (uvicorn on 127.0.0.1, a free port, a background thread). Skipped when Chromium or
 playwright is missing, unless ATELIER_REQUIRE_BROWSER=1 (CI), which turns the skip into a failure.
@@ -8,6 +10,7 @@ playwright is missing, unless ATELIER_REQUIRE_BROWSER=1 (CI), which turns the sk
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -41,9 +44,34 @@ if _why:
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 import atelier.api as api  # noqa: E402
+from atelier import registry  # noqa: E402
 from atelier.options import ServeOptions  # noqa: E402
-from atelier.images import open_image  # noqa: E402
+from atelier.images import METADATA_KEY, open_image  # noqa: E402
+from atelier.methods import OnePassMethod  # noqa: E402
 from atelier.serve import serve_in_thread  # noqa: E402
+
+
+class ToyColour(OnePassMethod):
+    """A style-conditioned one-pass method: the content's colours moved to the style's mean and spread."""
+
+    name, description = "toy-colour", "colour statistics of the style, in one pass"
+    weights, random_weights = "toy-colour:none", False
+
+    def paint(self, content, styles, options, device):
+        s = styles[0]
+        mc, sc = content.mean((2, 3), keepdim=True), content.std((2, 3), keepdim=True) + 1e-5
+        ms, ss = s.mean((2, 3), keepdim=True), s.std((2, 3), keepdim=True)
+        return (content - mc) / sc * ss + ms
+
+
+class ToyMissing(ToyColour):
+    name, description = "toy-missing", "needs weights this machine lacks"
+
+    def availability(self):
+        return False, "toy weights not found: put toy.safetensors in /root/.cache/atelier/toy"
+
+
+TOYS = {"toy-colour": ToyColour, "toy-missing": ToyMissing}
 
 
 def write_png(path: Path, w: int, h: int, seed: int = 0) -> Path:
@@ -55,7 +83,17 @@ def write_png(path: Path, w: int, h: int, seed: int = 0) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def toys():
+    # Registered in this process before the service first lists its methods; the service runs in a thread here.
+    for name, cls in TOYS.items():
+        registry.register("method", name, cls, description=cls.description)
+    yield
+    for name in TOYS:
+        registry.unregister("method", name)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, toys):
     folder = tmp_path_factory.mktemp("serve")
     with serve_in_thread(ServeOptions(port=0, results=str(folder / "results"), max_size=256)) as url:
         yield url
@@ -119,6 +157,63 @@ def test_student_from_upload_to_result_and_download(page, tmp_path):
     # What the page offers is exactly what the library makes of that photo.
     expected = api.stylize(open_image(photo), model="starry-tiny", size=128).image
     assert np.array_equal(np.asarray(got.convert("RGB")), np.asarray(expected))
+
+
+def write_red_png(path: Path, w: int = 40, h: int = 40) -> Path:
+    arr = np.zeros((h, w, 3), np.uint8)
+    arr[..., 0] = 230
+    arr[..., 1] = np.linspace(20, 60, w, dtype=np.uint8)[None, :]
+    arr[..., 2] = 25
+    Image.fromarray(arr).save(path, format="PNG")
+    return path
+
+
+def test_one_pass_method_with_a_style_upload_from_upload_to_result(page, tmp_path):
+    requests = []
+    page.on("request", lambda r: requests.append(r) if "/v1/" in r.url else None)
+    photo = write_png(tmp_path / "photo.png", 96, 64)
+    style = write_red_png(tmp_path / "red.png")
+    # Listed with the other one-pass methods; one that cannot run here is shown, disabled, with its reason.
+    assert page.eval_on_selector("#model option[value='one-pass:toy-missing']", "o => o.disabled")
+    title = page.get_attribute("#model option[value='one-pass:toy-missing']", "title")
+    assert title.startswith("toy weights not found") and "/root" not in title
+    page.set_input_files("#image", str(photo))
+    page.select_option("#model", "one-pass:toy-colour")
+    assert page.is_visible("#style-row") and page.text_content("#style-label") == "Style image"
+    assert not page.eval_on_selector("#style", "i => i.multiple")  # it takes one style image
+    assert "in the style of the image you give it" in page.text_content("#model-help")
+    shown = page.eval_on_selector_all("#options [name], #advanced-options [name]", "xs => xs.map(x => x.name)")
+    assert sorted(shown) == ["seed", "size", "style_scale"]  # the options it reads, as /v1/models lists them
+    # The page itself refuses a run without a style image.
+    page.click("#submit")
+    page.wait_for_function("() => document.getElementById('error').textContent.includes('style image')")
+    assert requests == []
+    page.set_input_files("#style", str(style))
+    page.fill("#opt-size", "80")
+    page.click("#submit")
+    page.wait_for_function("() => { const i = document.getElementById('result');"
+                           " return !document.getElementById('output').hidden && i.complete && i.naturalWidth > 0 }",
+                           timeout=30_000)
+    assert page.is_hidden("#error")
+    assert image_size(page, "#result") == (80, 53)
+    assert page.text_content("#status").startswith("done")
+    assert "80×53, toy-colour" in page.text_content("#result-info")
+    with page.expect_download() as info:
+        page.click("#download")
+    download = info.value
+    assert download.suggested_filename == "photo-toy-colour.png"
+    got = Image.open(download.path())
+    got.load()
+    # What the page offers is exactly what the library makes of that photo and that style.
+    expected = api.stylize(open_image(photo), open_image(style), ToyColour(), size=80).image
+    assert np.array_equal(np.asarray(got.convert("RGB")), np.asarray(expected))
+    posts = [r for r in requests if r.method == "POST"]
+    assert len(posts) == 1 and posts[0].url.endswith("/v1/stylize")
+    assert posts[0].all_headers().get("x-atelier-request") == "1"
+    # What it sent (Chromium does not show a multipart body with files to playwright): the service's record of it.
+    meta = json.loads(got.info[METADATA_KEY])
+    assert meta["method"] == "toy-colour" and meta["content"] == "photo.png" and meta["styles"] == ["red.png"]
+    assert meta["weights"] == "toy-colour:none"
 
 
 def test_engine_job_shows_progress_until_done(page, tmp_path, monkeypatch):

@@ -1,7 +1,9 @@
 """The HTTP service: every endpoint, every limit and its status code, JSON errors, model names never used as paths,
 jobs kept across a restart, job progress, a bounded load test against a real uvicorn on 127.0.0.1, and the gate
 (issue 12 defects 8 and 9): jobs private to their token, no job listing, the Host allowlist and the anti-CSRF check
-on writes."""
+on writes. And every method served by its kind through the Method contract: a toy one-pass method registered here
+(as ``tests/test_contracts.py`` does) runs on /v1/stylize with style uploads and is listed by /v1/models, with
+nothing in the service naming it."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 pytest.importorskip("fastapi")
@@ -27,9 +30,11 @@ with warnings.catch_warnings():  # Starlette 1.x deprecates httpx in its test cl
     from fastapi.testclient import TestClient
 
 import atelier.api as api
+from atelier import registry
 from atelier.options import ServeOptions
 from atelier.errors import AtelierError
 from atelier.images import METADATA_KEY, open_image
+from atelier.methods import OnePassMethod
 from atelier.methods.feedforward import BUNDLED_DIR
 from atelier.serve import create_app, run_server, serve_in_thread
 from atelier.serve.jobs import token_hash
@@ -828,3 +833,218 @@ def test_service_messages_name_form_fields_not_flags(tmp_path):
     for text in errors:
         assert not re.search(r"--[a-z]", text), text        # no command-line flags
         assert "/root" not in text and str(Path.home()) not in text and "site-packages" not in text  # no paths
+
+
+# ------------------------------------------------------------------ one-pass methods, served by their kind
+
+
+class ToyColour(OnePassMethod):
+    """A style-conditioned one-pass method: the content's colours moved to the style's mean and spread (the pattern
+    of tests/test_contracts.py)."""
+
+    name, description = "toy-colour", "colour statistics of the style, in one pass"
+    weights, random_weights = "toy-colour:none", False
+
+    def paint(self, content, styles, options, device):
+        s = styles[0]
+        mc, sc = content.mean((2, 3), keepdim=True), content.std((2, 3), keepdim=True) + 1e-5
+        ms, ss = s.mean((2, 3), keepdim=True), s.std((2, 3), keepdim=True)
+        return (content - mc) / sc * ss + ms
+
+
+class ToyBlend(OnePassMethod):
+    """A one-pass method that blends several styles by style_weights; its weights identity is a server path (the
+    service must not send it out), and it records which object painted (the service keeps one per method)."""
+
+    name, description = "toy-blend", "the weighted mean colour of the styles"
+    weights, random_weights = "toy:/srv/secret/toy-blend.safetensors", False
+    blends_styles = True
+    options = OnePassMethod.options | {"style_weights", "tile"}
+    painters: list[int] = []  # id() of the object each picture was painted by
+
+    def paint(self, content, styles, options, device):
+        type(self).painters.append(id(self))
+        w = torch.tensor(options.style_weights or [1.0] * len(styles))
+        w = w / w.sum()
+        mean = sum(wi * s.mean((2, 3), keepdim=True) for wi, s in zip(w, styles))
+        return content * 0.5 + mean * 0.5
+
+
+class ToyMissing(ToyColour):
+    name, description = "toy-missing", "needs weights this machine lacks"
+
+    def availability(self):
+        return False, "toy weights not found: put toy.safetensors in /root/.cache/atelier/toy (or pass --toy-weights)"
+
+
+TOYS = {"toy-colour": ToyColour, "toy-blend": ToyBlend, "toy-missing": ToyMissing}
+
+
+@pytest.fixture
+def toys():
+    for name, cls in TOYS.items():
+        registry.register("method", name, cls, description=cls.description)
+    yield
+    for name in TOYS:
+        registry.unregister("method", name)
+
+
+@pytest.fixture
+def toy_client(toys, tmp_path):
+    with make_client(tmp_path) as c:
+        yield c
+
+
+def red_style(w: int = 40, h: int = 40) -> bytes:
+    arr = np.zeros((h, w, 3), np.uint8)
+    arr[..., 0] = 230
+    arr[..., 1] = np.linspace(20, 60, w, dtype=np.uint8)[None, :]
+    arr[..., 2] = 25
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def one_pass(client, method="toy-colour", styles=(("red.png", None),), **fields):
+    files = [("image", ("photo.png", image_bytes(), "image/png"))]
+    files += [("style", (name, data if data is not None else red_style(), "image/png")) for name, data in styles]
+    return client.post("/v1/stylize", files=files, data={"method": method, **{k: str(v) for k, v in fields.items()}})
+
+
+def test_a_one_pass_method_runs_on_stylize_with_a_style_upload(toy_client, tmp_path):
+    r = one_pass(toy_client, size="80", seed="3")
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png" and r.headers["x-atelier-method"] == "toy-colour"
+    assert r.headers["cache-control"] == "no-store"
+    out = open_png(r.content)
+    assert out.size == (80, 53)
+    # The very picture the library makes from the same decoded uploads.
+    (tmp_path / "photo.png").write_bytes(image_bytes())
+    (tmp_path / "red.png").write_bytes(red_style())
+    expected = api.stylize(open_image(tmp_path / "photo.png"), open_image(tmp_path / "red.png"), ToyColour(),
+                           size=80, seed=3).image
+    assert np.array_equal(np.asarray(out.convert("RGB")), np.asarray(expected))
+    pixels = np.asarray(out.convert("RGB")).astype(float)
+    assert pixels[..., 0].mean() > pixels[..., 2].mean() + 100  # red, as the style is
+    meta = json.loads(out.info[METADATA_KEY])
+    assert meta["method"] == "toy-colour" and meta["weights"] == "toy-colour:none" and meta["random_weights"] is False
+    assert meta["content"] == "photo.png" and meta["styles"] == ["red.png"] and meta["seed"] == 3
+    assert meta["size"] == [53, 80] and meta["options"]["size"] == 80
+
+
+def test_models_lists_one_pass_methods_with_their_options(toy_client):
+    body = toy_client.get("/v1/models").json()
+    listed = {m["name"]: m for m in body["one_pass"]}
+    assert {"toy-colour", "toy-blend", "toy-missing"} <= set(listed)
+    assert not {"toy-colour", "toy-blend"} & {s["name"] for s in body["students"]}  # not taken for students
+    assert not {"toy-colour", "toy-blend"} & {e["name"] for e in body["engines"]}
+    colour = listed["toy-colour"]
+    assert colour["kind"] == "one-pass" and colour["available"] is True and colour["reason"] is None
+    assert colour["style"] == "required" and colour["takes_style_images"] is True
+    assert (colour["min_styles"], colour["max_styles"]) == (1, 1)
+    assert colour["description"] == ToyColour.description
+    opts = {o["name"]: o for o in colour["options"]}
+    assert list(opts) == ["size", "style_scale", "seed"]  # what it reads, less the operator's (device, max_pixels)
+    assert opts["size"]["max"] == 256 and opts["size"]["default"] == 256 and opts["size"]["min"] == 16
+    assert opts["seed"]["default"] == 0 and opts["style_scale"]["type"] == "float"
+    blend = listed["toy-blend"]
+    assert (blend["min_styles"], blend["max_styles"]) == (1, 4)  # it blends: up to the service's max_styles
+    assert [o["name"] for o in blend["options"]] == ["tile", "size", "style_weights", "style_scale", "seed"]
+    missing = listed["toy-missing"]
+    assert missing["available"] is False and missing["reason"].startswith("toy weights not found")
+    assert "/root" not in json.dumps(body) and "--toy" not in json.dumps(body)  # no server paths or flags
+    # The engines' options are still the curated job list.
+    lite = next(e for e in body["engines"] if e["name"] == "lite")
+    assert "lbfgs_history" not in {o["name"] for o in lite["options"]} and "method" not in lite
+
+
+def test_one_pass_methods_come_and_go_with_their_registration(tmp_path):
+    with make_client(tmp_path) as c:
+        assert "toy-colour" not in {m["name"] for m in c.get("/v1/models").json()["one_pass"]}
+        assert_json_error(one_pass(c), 422, "unknown method 'toy-colour'")
+        registry.register("method", "toy-colour", ToyColour)
+        try:
+            c.app.state.service.catalog._at = float("-inf")  # listed again now (it is, every 2 s)
+            assert "toy-colour" in {m["name"] for m in c.get("/v1/models").json()["one_pass"]}
+            assert one_pass(c, size="32").status_code == 200
+        finally:
+            registry.unregister("method", "toy-colour")
+        c.app.state.service.catalog._at = float("-inf")
+        assert_json_error(one_pass(c), 422, "unknown method")
+
+
+def test_a_blending_one_pass_method_takes_several_styles_and_sends_no_server_paths(toy_client):
+    ToyBlend.painters.clear()
+    blue = image_bytes(30, 30, seed=5)
+    for _ in range(2):
+        r = one_pass(toy_client, "toy-blend", styles=(("a.png", None), ("b.png", blue)), size="48",
+                     style_weights="3,1", tile="0")
+        assert r.status_code == 200, r.text
+    meta = json.loads(open_png(r.content).info[METADATA_KEY])
+    assert meta["styles"] == ["a.png", "b.png"] and meta["options"]["style_weights"] == [3.0, 1.0]
+    assert meta["weights"] == "toy:toy-blend.safetensors" and "/srv" not in r.content.decode("latin-1")
+    # One Method object served both requests: a net a method loads on its first run is loaded once.
+    assert len(ToyBlend.painters) == 2 and len(set(ToyBlend.painters)) == 1
+
+
+@pytest.mark.parametrize("fields, styles, status, message", [
+    ({}, (), 422, "style is required"),
+    ({}, (("a.png", None), ("b.png", None)), 422, "takes one style image, got 2"),
+    ({"iterations": "5"}, None, 422, "iterations does not apply to one-pass method toy-colour"),
+    ({"style_weight": "2"}, None, 422, "style_weight does not apply"),
+    ({"tile": "64"}, None, 422, "tile does not apply to one-pass method toy-colour (it takes size, style_scale, seed)"),
+    ({"device": "cuda"}, None, 422, "unknown option(s) device"),
+    ({"max_pixels": "10"}, None, 422, "unknown option(s) max_pixels"),
+    ({"vgg_weights": "/etc/passwd"}, None, 422, "unknown option(s) vgg_weights"),
+    ({"colour": "blue"}, None, 422, "unknown option(s) colour; method toy-colour takes: size, style_scale, seed"),
+    ({"size": "abc"}, None, 422, "whole number"),
+    ({"size": "512"}, None, 422, "larger than this service allows"),
+    ({"style_scale": "0"}, None, 422, "style_scale must be"),
+    ({"style_scale": "5"}, None, 422, "makes the style image 320 px"),
+    ({"seed": "1.5"}, None, 422, "seed must be a whole number"),
+    ({}, (("a.gif", image_bytes(fmt="GIF")),), 415, "style 'a.gif' is not a PNG, JPEG or WebP image"),
+    ({}, (("big.png", image_bytes(300, 300)),), 413, "style 'big.png' is 300x300"),
+])
+def test_bad_one_pass_requests_are_4xx_json(tmp_path, toys, fields, styles, status, message):
+    with make_client(tmp_path, max_pixels=50_000) as c:
+        r = one_pass(c, styles=(("red.png", None),) if styles is None else styles, **{"size": "64", **fields})
+        assert_json_error(r, status, message)
+        assert c.app.state.service.lane.pending == 0  # nothing was queued
+
+
+def test_one_pass_methods_refuse_what_does_not_apply(toy_client):
+    c = toy_client
+    assert_json_error(one_pass(c, "toy-nope"), 422, "unknown method 'toy-nope'")
+    assert_json_error(one_pass(c, "../toy-colour"), 422, "unknown method")
+    error = assert_json_error(one_pass(c, "lite"), 422, "lite is an optimisation method")
+    assert "send it to POST /v1/jobs" in error
+    assert_json_error(one_pass(c, "toy-missing"), 422, "cannot run on this service: toy weights not found")
+    five = tuple((f"s{i}.png", None) for i in range(5))
+    assert_json_error(one_pass(c, "toy-blend", styles=five), 422, "at most 4")
+    assert_json_error(one_pass(c, "toy-blend", styles=(("a.png", None),), style_weights="1,1"), 422,
+                      "one weight per style")
+    # model names a student; method a one-pass method (or a student); not both.
+    r = c.post("/v1/stylize", files=[("image", ("a.png", image_bytes())), ("style", ("s.png", red_style()))],
+               data={"model": "toy-colour"})
+    assert_json_error(r, 422, "send it as method=toy-colour")
+    r = c.post("/v1/stylize", files={"image": ("a.png", image_bytes())}, data={"model": "starry-tiny",
+                                                                               "method": "toy-colour"})
+    assert_json_error(r, 422, "not both")
+    r = c.post("/v1/stylize", files=[("image", ("a.png", image_bytes())), ("style", ("s.png", red_style()))],
+               data={"model": "starry-tiny"})
+    assert_json_error(r, 422, "style is baked in")
+    r = c.post("/v1/stylize", files={"image": ("a.png", image_bytes())}, data={"method": "starry-tiny", "size": "32"})
+    assert r.status_code == 200 and r.headers["x-atelier-model"] == "starry-tiny"  # a student by method= too
+    r = c.post("/v1/stylize", files={"style": ("s.png", red_style())}, data={"method": "toy-colour"})
+    assert_json_error(r, 422, "image is required")
+    # And a one-pass method is not a job.
+    assert_json_error(submit_job(c, method="toy-colour"), 422, "send it as method=toy-colour to POST /v1/stylize")
+    assert job_count(c) == 0
+
+
+def test_a_one_pass_method_keeps_the_gate(toys, tmp_path):
+    with make_client(tmp_path, write_header=False) as c:
+        assert_json_error(one_pass(c), 403, "X-Atelier-Request")
+    with make_client(tmp_path / "b", max_upload_bytes=20_000) as c:
+        r = one_pass(c, styles=(("noise.png", image_bytes(120, 120, noise=True)),))
+        assert_json_error(r, 413, "20,000 bytes")

@@ -6,10 +6,17 @@ limit, nosniff), the open routes (``routes``: page, health, models, one-pass sty
 
     GET  /                      the web page (static/index.html; nothing loaded from elsewhere)
     GET  /healthz               {"status": "ok", ...} with the lanes' load
-    GET  /v1/models             students (bundled + --models DIR), engines with their options, the limits
-    POST /v1/stylize            multipart: image, model, [size], [tile] -> image/png (one pass of a student)
+    GET  /v1/models             students (bundled + --models DIR), one-pass methods and engines, each with the
+                                options a request may set, their defaults and bounds; the limits
+    POST /v1/stylize            multipart, one pass -> image/png, either
+                                  image, model=<student>, [size], [tile]  (a student: its style is baked in), or
+                                  image, method=<one-pass method>, style (1..its most), [the options it reads]
     POST /v1/jobs               multipart: image, style (1..max_styles), [method=lite], [options]
                                 -> 202 {"id", "token", ...}; the token is shown this once
+
+Each method is served by its kind (``Method.kind``), generically: students and one-pass methods on /v1/stylize,
+optimisation methods (engines) on /v1/jobs. A method registered with kind "one-pass" is listed and served with the
+style images and options its Method declares, with nothing in the service naming it.
     GET  /v1/jobs/{id}          (token) the job's record: state queued|running|done|failed, progress, error
     GET  /v1/jobs/{id}/result   (token) image/png once done; a failed job answers with its own status and error
 
@@ -27,16 +34,18 @@ Every error is JSON ``{"error": "<one line>"}``, FastAPI's own (404, 405, valida
     409  the result of a job that has not finished
     413  request body over max_upload_bytes (checked before the body is read), image over max_pixels (from its header)
     415  an upload that is not one of ``formats`` (identified from its bytes), a body that is not multipart/form-data
-    422  unknown option or model, a model folder that does not work, malformed value, value past a limit (size,
-         iterations, number of styles), missing field, engine unavailable here
+    422  unknown option, model or method, an option the chosen method does not read, a method sent to the other
+         endpoint (an engine to /v1/stylize, a student or one-pass method to /v1/jobs), a model folder that does not
+         work, malformed value, value past a limit (size, iterations, number of styles), missing field (a style
+         image for a method that needs one), a style image for a student, method unavailable here
     500  a bug (the traceback goes to the log, not to the client)
     503  a lane's queue is full; a job cut off by a shutdown. Always with ``Retry-After``
     504  a /v1/stylize request not answered within request_timeout; a job that ran past job_timeout (the job fails,
          and its result answers 504)
 
-Two lanes of ``workers`` threads each keep a quick student request from waiting behind a long optimisation: one
-for ``/v1/stylize``, one for jobs. A student forward pass cannot be interrupted, so a request past its time limit
-gets its 504 at once while the pass finishes in the background, still counted in the queue.
+Two lanes of ``workers`` threads each keep a quick one-pass request from waiting behind a long optimisation: one
+for ``/v1/stylize``, one for jobs. A forward pass cannot be interrupted, so a request past its time limit gets its
+504 at once while the pass finishes in the background, still counted in the queue.
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ import io
 import json
 import logging
 import os
+import re
 import socket
 import sys
 import threading
@@ -71,6 +81,35 @@ from .routes_jobs import add_job_routes
 from .security import BodyLimit, HostAllowlist, NoSniff, WriteGuard, error_response
 
 log = logging.getLogger("atelier.serve")
+
+
+_PREFIXED_PATH = re.compile(r"^([\w.+-]+:)(/(?!/).*)$")  # "label:/a/path" (not a URL's "scheme://")
+
+
+def public_metadata(value: Any) -> Any:
+    """Metadata as clients may see it: no server paths. An absolute path (or "label:/a/path") keeps only its last
+    part; the student's model folder is left out altogether."""
+    if isinstance(value, dict):
+        return {k: public_metadata(v) for k, v in value.items() if k != "model_folder"}
+    if isinstance(value, (list, tuple)):
+        return [public_metadata(v) for v in value]
+    if isinstance(value, str):
+        if value.startswith(("/", "~")) and len(value) > 1:
+            return os.path.basename(value.rstrip("/")) or value
+        m = _PREFIXED_PATH.match(value)
+        if m:
+            return m.group(1) + (os.path.basename(m.group(2).rstrip("/")) or "")
+    return value
+
+
+def png_bytes(image: Any, metadata: dict) -> bytes:
+    """A PIL image as PNG bytes carrying ``metadata`` (as ``atelier.images`` writes it)."""
+    buf = io.BytesIO()
+    info = PngInfo()
+    info.add_text(METADATA_KEY, json.dumps(metadata))
+    # compress_level 1: at 512 px level 6 takes longer than the student itself, for 10% fewer bytes.
+    image.save(buf, format="PNG", pnginfo=info, compress_level=1)
+    return buf.getvalue()
 
 
 def default_results_dir() -> Path:
@@ -112,14 +151,20 @@ class Service:
             raise self.catalog.load_failed(name, key, e) from None
         image = inputs.decode(data, inputs.upload_label("image", filename), self.options.max_pixels)
         result = api.stylize(image, model=model, max_pixels=self._output_pixels(), **options)
-        metadata = {k: v for k, v in result.metadata.items() if k != "model_folder"}  # no server paths out
+        metadata = public_metadata(result.metadata)  # no server paths out
         metadata["content"] = filename
-        buf = io.BytesIO()
-        info = PngInfo()
-        info.add_text(METADATA_KEY, json.dumps(metadata))
-        # compress_level 1: at 512 px level 6 takes longer than the student itself, for 10% fewer bytes.
-        result.image.save(buf, format="PNG", pnginfo=info, compress_level=1)
-        return buf.getvalue(), metadata
+        return png_bytes(result.image, metadata), metadata
+
+    def run_one_pass(self, method: Any, data: bytes, filename: str, styles: list[tuple[bytes, str]],
+                     options: dict[str, Any]) -> tuple[bytes, dict]:
+        """One pass of a style-conditioned method (a ``Method`` object) over the upload and its style images."""
+        max_pixels = self.options.max_pixels
+        content = inputs.decode(data, inputs.upload_label("image", filename), max_pixels)
+        style_images = [inputs.decode(d, inputs.upload_label("style", name), max_pixels) for d, name in styles]
+        result = api.stylize(content, style_images, method, max_pixels=self._output_pixels(), **options)
+        metadata = public_metadata(result.metadata)
+        metadata.update(content=filename, styles=[name for _d, name in styles])
+        return png_bytes(result.image, metadata), metadata
 
     def _run_job(self, record: dict, uploads: dict[str, Path], callback: Any) -> tuple[Any, dict]:
         names = record.get("inputs") or {}
@@ -133,7 +178,8 @@ class Service:
         options = {k: tuple(v) if isinstance(v, list) else v for k, v in record["options"].items()}
         result = api.stylize(content, styles, record["method"], callback=callback, max_pixels=self._output_pixels(),
                              **options)
-        metadata = dict(result.metadata, content=names.get("content", ""), styles=labels, job=record["id"])
+        metadata = dict(public_metadata(result.metadata), content=names.get("content", ""), styles=labels,
+                        job=record["id"])
         return result.tensor, metadata
 
 

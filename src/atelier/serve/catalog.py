@@ -1,15 +1,24 @@
-"""What the service can run: students (bundled, then the folders under ``--models``) and engines.
+"""What the service can run, by each method's kind (``Method.kind``): students (bundled, then the folders under
+``--models``) and one-pass methods on ``/v1/stylize``, engines (optimisation) on ``/v1/jobs``.
 
 Contracts:
 
+- Every registered method is served by its kind, through the Method contract alone: a method registered with kind
+  ``one-pass`` is listed and served with the style images and options it declares (``Method.style``,
+  ``Method.options``) without anything here naming it. A kind the service does not know is left out, with a
+  warning in the log.
 - Models are looked up by name in a listing: the bundled students (``api.list_methods``) and the student folders
   directly under ``--models DIR``. The user's text is only ever a key into that listing, never part of a path, so
   ``../etc`` or ``/tmp/x`` is just an unknown name (422).
 - A folder is listed only if it works as far as can be told without loading it: its ``config.json`` reads as a
   student's and its weights file exists and its header reads. Others are left out, with one warning line each in
   the log (again only when the folder changes); asking for one by name is 422, never 500.
-- Engines that cannot run here are listed as unavailable with a reason in the service's words: what is missing,
-  not the command-line advice or the server paths the library's full reason gives (that goes to the log).
+- Engines and one-pass methods that cannot run here are listed as unavailable with a reason in the service's
+  words: what is missing, not the command-line advice or the server paths the library's full reason gives (that
+  goes to the log).
+- One Method object per registered engine and one-pass method is kept while it is registered: the engines' give
+  their options; the one-pass methods' serve every request (``one_pass_method``), so a net a method loads on its
+  first run is loaded once, not on every request. Re-registering the name under another factory replaces it.
 """
 
 from __future__ import annotations
@@ -22,9 +31,10 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from .. import api
+from .. import api, registry
 from ..errors import AtelierError
 from ..folders import WEIGHTS_NAME, read_model_config
+from ..methods import Method
 from .jobs import ServiceError
 
 log = logging.getLogger("atelier.serve")
@@ -57,7 +67,7 @@ def check_weights(path: Path) -> None:
 
 
 def client_reason(reason: str) -> str:
-    """An unavailable engine's reason for clients: what is missing (the first clause), and whose job it is."""
+    """An unavailable method's reason for clients: what is missing (the first clause), and whose job it is."""
     first = re.split(r"[:;(]", reason or "", maxsplit=1)[0].strip() or "it is not installed"
     return f"{first[:120]}; the service's operator can install what it needs (the service's log says how)"
 
@@ -73,6 +83,8 @@ class Catalog:
         self._at = -math.inf
         self._students: dict[str, dict[str, Any]] = {}
         self._engines: list[dict[str, Any]] = []
+        self._one_pass: dict[str, dict[str, Any]] = {}
+        self._methods: dict[str, tuple[Any, Method]] = {}  # one-pass name -> (its factory, its Method object)
         self._broken: dict[str, str] = {}       # folder name -> why it is not listed (for the log only)
         self._checked: dict[str, tuple] = {}    # folder name -> (stamps, entry or None, problem or None)
         self._warned: dict[str, str] = {}       # what the log last said about each name, so it says it once
@@ -88,21 +100,53 @@ class Catalog:
                 return
             students: dict[str, dict[str, Any]] = {}
             engines = []
+            one_pass: dict[str, dict[str, Any]] = {}
             for m in api.list_methods():
+                reason = None
+                if not m["available"]:
+                    what = "engine" if m["kind"] == "optimisation" else f"{m['kind']} method"
+                    self._warn_once(f"method:{m['name']}", f"{what} {m['name']} is unavailable: {m['reason']}")
+                    reason = client_reason(m["reason"])
                 if m["kind"] == "optimisation":
-                    reason = None
-                    if not m["available"]:
-                        self._warn_once(f"engine:{m['name']}", f"engine {m['name']} is unavailable: {m['reason']}")
-                        reason = client_reason(m["reason"])
+                    method = self._method_object(m["name"])
+                    if method is None:
+                        continue
                     engines.append({"name": m["name"], "description": m["description"], "available": m["available"],
-                                    "reason": reason, "defaults": m.get("defaults", {})})
-                else:
+                                    "reason": reason, "defaults": m.get("defaults", {}), "_method": method})
+                elif m["kind"] == "student":
                     students[m["name"]] = {"name": m["name"], "description": m["description"], "source": "bundled",
                                            "_load": m["name"]}
+                elif m["kind"] == "one-pass":
+                    method = self._method_object(m["name"])
+                    if method is None:
+                        continue
+                    one_pass[m["name"]] = {"name": m["name"], "description": m["description"],
+                                           "available": m["available"], "reason": reason, "style": m["style"],
+                                           "defaults": m.get("defaults", {}), "_method": method}
+                else:
+                    self._warn_once(f"kind:{m['name']}", f"method {m['name']} is not served: the service does not "
+                                    f"know its kind {m['kind']!r}")
             found, broken = self._folder_students()
             for name, folder in found.items():
                 students[name] = folder  # the operator's folder wins over a bundled student of the same name
-            self._students, self._engines, self._broken, self._at = students, engines, broken, time.monotonic()
+            served = set(one_pass) | {e["name"] for e in engines}
+            self._methods = {k: v for k, v in self._methods.items() if k in served}  # unregistered: forgotten
+            self._students, self._engines, self._one_pass = students, engines, one_pass
+            self._broken, self._at = broken, time.monotonic()
+
+    def _method_object(self, name: str) -> Optional[Method]:
+        """The kept Method object of a registered engine or one-pass method (made again if its registration
+        changed); None if it cannot be made (logged)."""
+        try:
+            factory = registry.get("method", name).factory()
+        except AtelierError as e:  # unregistered since the listing, or its module does not import
+            self._warn_once(f"method:{name}", f"method {name} is not served: {e}")
+            return None
+        kept = self._methods.get(name)
+        if kept is None or kept[0] is not factory:
+            kept = (factory, factory())
+            self._methods[name] = kept
+        return kept[1]
 
     def _folder_students(self) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
         root = self.models_dir
@@ -145,9 +189,47 @@ class Catalog:
         return [{k: v for k, v in s.items() if not k.startswith("_")} for s in self._students.values()]
 
     def engines(self) -> list[dict[str, Any]]:
+        """The engines, each with its ``Method`` object under ``method`` (for its options)."""
         self._refresh()
-        return [dict(e) for e in self._engines]
+        return [{**{k: v for k, v in e.items() if not k.startswith("_")}, "method": e["_method"]}
+                for e in self._engines]
 
+    def one_pass(self) -> list[dict[str, Any]]:
+        """The one-pass methods, each with its ``Method`` object under ``method`` (for its options and styles)."""
+        self._refresh()
+        return [{**{k: v for k, v in e.items() if not k.startswith("_")}, "method": e["_method"]}
+                for e in self._one_pass.values()]
+
+    def _kind_of(self, name: str) -> Optional[str]:
+        if name in self._one_pass:
+            return "one-pass"
+        if any(e["name"] == name for e in self._engines):
+            return "optimisation"
+        if name in self._students or name in self._broken:
+            return "student"
+        return None
+
+    def _listing(self) -> str:
+        shown = list(self._one_pass) + list(self._students)
+        return ", ".join(shown) or "none"
+
+    def one_pass_method(self, name: str) -> Optional[Method]:
+        """The Method object of the one-pass method ``name`` for ``POST /v1/stylize``; None when ``name`` is a
+        student (the caller then serves it as one). Unknown names, engines and unavailable methods: 422."""
+        self._refresh()
+        entry = self._one_pass.get(name)
+        if entry is not None:
+            if not entry["available"]:
+                raise ServiceError(422, f"method {name} cannot run on this service: {entry['reason']}")
+            return entry["_method"]
+        kind = self._kind_of(name)
+        if kind == "student":
+            return None
+        if kind == "optimisation":
+            raise ServiceError(422, f"{name} is an optimisation method: it runs as a job, so send it to POST "
+                                    "/v1/jobs (with its style images), not to /v1/stylize")
+        raise ServiceError(422, f"unknown method {name[:60]!r}; /v1/stylize serves: {self._listing()} "
+                                "(GET /v1/models)")
     def _unusable(self, name: str) -> ServiceError:
         shown = ", ".join(self._students) or "none"
         return ServiceError(422, f"model {name[:60]!r} cannot be used: its folder on this service is not a working "
@@ -161,7 +243,14 @@ class Catalog:
             if name in self._broken:
                 raise self._unusable(name)
             shown = ", ".join(self._students) or "none"
-            raise ServiceError(422, f"unknown model {name[:60]!r}; available: {shown} (GET /v1/models)")
+            kind = self._kind_of(name)
+            hint = ""
+            if kind == "one-pass":
+                hint = f": {name} is a one-pass method that takes style images; send it as method={name} with them"
+            elif kind == "optimisation":
+                hint = f": {name} is an optimisation method; send it as method={name} to POST /v1/jobs"
+            raise ServiceError(422, f"unknown model {name[:60]!r}{hint}; the students are: {shown} "
+                                    "(GET /v1/models)")
         return entry["_load"]
 
     def load_failed(self, name: str, key: Any, error: AtelierError) -> ServiceError:
@@ -178,13 +267,17 @@ class Catalog:
         return self._unusable(name)
 
     def engine(self, name: str) -> dict[str, Any]:
+        """An available engine's entry for ``POST /v1/jobs`` (its Method object under ``method``); else 422."""
         self._refresh()
         for e in self._engines:
             if e["name"] == name:
                 if not e["available"]:
                     raise ServiceError(422, f"engine {name} cannot run on this service: {e['reason']}")
-                return e
+                return {**{k: v for k, v in e.items() if not k.startswith("_")}, "method": e["_method"]}
         if name in self._students:
             raise ServiceError(422, f"{name[:60]} is a student model: send it to POST /v1/stylize (one pass), "
                                "not to /v1/jobs")
+        if name in self._one_pass:
+            raise ServiceError(422, f"{name} is a one-pass method: send it as method={name} to POST /v1/stylize "
+                                    "(its answer is the picture), not to /v1/jobs")
         raise ServiceError(422, f"unknown method {name[:60]!r}; engines: {', '.join(e['name'] for e in self._engines)}")

@@ -5,9 +5,13 @@ Contracts:
 - Options arrive as form text and are converted by the type of the ``StylizeOptions`` field of the same name; an
   empty value means "not given" (what an HTML form sends for an untouched input). Unknown names, malformed values
   and values past the service's limits (``ServeOptions``) raise ``ServiceError(422)``. Messages name options as the
-  form does (``style_weight``): the library's ``OptionError`` already names the field, so it is passed on as is. Options that name files or
-  devices on the service's machine (``init`` paths, ``lite_model``, ``vgg_weights``, ``device``, ``save_every``)
-  are the operator's, not the client's, and are not accepted.
+  form does (``style_weight``): the library's ``OptionError`` already names the field, so it is passed on as is.
+- What a client may set for a method comes from the method (``Method.options``, the fields it reads): for a
+  one-pass method all of them (``client_options``), for an engine those of them in the curated ``JOB_OPTIONS``.
+  A field the method does not read is refused naming it, as the library's ``refuse_inapplicable`` does. Options
+  that name files or devices on the service's machine (``init`` paths, every weights or model-folder option,
+  ``device``, ``save_every``, ``max_pixels``) are the operator's, not the client's, and are not accepted: to a
+  client they are unknown options.
 - Uploaded images are identified from their bytes, not their file name or declared type, and from the header
   only: a format outside ``ServeOptions.formats`` is 415, more than ``max_pixels`` pixels is 413. Decoding happens
   later, on a worker thread (``decode``), so the number of images being decoded at once is bounded by the workers;
@@ -30,6 +34,7 @@ from PIL import Image, UnidentifiedImageError
 from ..options import ServeOptions, StylizeOptions
 from ..errors import AtelierError
 from ..images import open_image
+from ..methods.base import WEIGHTS_OPTIONS, Method
 from .jobs import ServiceError
 
 # What a client may set. The engines' list is StylizeOptions minus what names server files or hardware, and
@@ -38,6 +43,10 @@ JOB_OPTIONS = ("size", "iterations", "optimizer", "learning_rate", "content_weig
                "content_layers", "style_layers", "style_weights", "init", "pooling", "style_scale",
                "preserve_color", "scales", "seed")
 STUDENT_OPTIONS = ("size", "tile")
+# Never a client's, whatever a method reads: how the method is chosen (the form's model and method fields), the
+# service's hardware and limits, files written on its disk, and L-BFGS memory (see above). Options naming files on
+# the service's machine (``serves_files``) are refused too.
+OPERATOR_OPTIONS = frozenset({"method", "model", "device", "max_pixels", "save_every", "lbfgs_history"})
 MIN_SIZE = 16  # smallest output long side a request may ask for
 INIT_CHOICES = ("content", "random")
 _TILE_HELP = "tile side in pixels: large images run in overlapping tiles of this size (0: one pass)"
@@ -66,10 +75,40 @@ def _kind(name: str) -> tuple[type, Optional[type]]:
     return (args[0] if args else hint), None
 
 
-def effective_default(name: str, limits: ServeOptions) -> Any:
-    """The value an option takes when a request leaves it out: the library's default, within the service's limits
-    (an operator who lowers --max-size lowers the default size with it)."""
+def names_server_files(name: str) -> bool:
+    """Whether an option names files or folders on the service's machine (weights, model folders, paths): a
+    feature net's or a one-pass net's weights option, or any text option whose value is a path or a folder."""
+    if name in WEIGHTS_OPTIONS:
+        return True
+    kind, item = _kind(name)
+    if kind is not str or item is not None:
+        return False
+    metavar = str(_FIELDS[name].metadata.get("metavar") or "").upper()
+    return any(w in metavar for w in ("PATH", "DIR", "FILE")) or name.endswith(("_weights", "_model", "_dir",
+                                                                                "_path", "_file"))
+
+
+def client_options(method: Method) -> tuple[str, ...]:
+    """The options a request may set for ``method`` (in ``StylizeOptions`` order): the fields it reads, less the
+    operator's (``OPERATOR_OPTIONS`` and every option that names files on the service's machine)."""
+    reads = set(method.options)
+    return tuple(name for name in _FIELDS if name in reads and name not in OPERATOR_OPTIONS
+                 and not names_server_files(name))
+
+
+def job_options(method: Method) -> tuple[str, ...]:
+    """The options a job may set for an engine: the curated ``JOB_OPTIONS`` it reads."""
+    reads = set(method.options)
+    return tuple(name for name in JOB_OPTIONS if name in reads)
+
+
+def effective_default(name: str, limits: ServeOptions, method_defaults: Optional[dict[str, Any]] = None) -> Any:
+    """The value an option takes when a request leaves it out: the library's default (or, for the fields whose
+    default is the method's, ``method_defaults``), within the service's limits (an operator who lowers --max-size
+    lowers the default size with it)."""
     d = _FIELDS[name].default
+    if d is None and method_defaults and name in method_defaults and name != "iterations":
+        d = method_defaults[name]
     if name == "size":
         return min(d, limits.max_size)
     if name == "iterations":  # None: the method's own default (atelier methods), itself below any sane limit
@@ -77,7 +116,8 @@ def effective_default(name: str, limits: ServeOptions) -> Any:
     return None if d is MISSING else (list(d) if isinstance(d, tuple) else d)
 
 
-def describe_options(names: tuple[str, ...], limits: ServeOptions) -> list[dict[str, Any]]:
+def describe_options(names: tuple[str, ...], limits: ServeOptions,
+                     method_defaults: Optional[dict[str, Any]] = None) -> list[dict[str, Any]]:
     """One entry per option a client may set: name, type, default, help, choices and bounds (for the page)."""
     out = []
     for name in names:
@@ -90,7 +130,8 @@ def describe_options(names: tuple[str, ...], limits: ServeOptions) -> list[dict[
             text = _FORM_HELP.get(name) or _FIELDS[name].metadata.get("help", "")
             choices = list(_FIELDS[name].metadata.get("choices") or ())
         entry: dict[str, Any] = {"name": name, "type": f"list[{item.__name__}]" if item else kind.__name__,
-                                 "default": effective_default(name, limits), "help": text, "choices": choices}
+                                 "default": effective_default(name, limits, method_defaults), "help": text,
+                                 "choices": choices}
         if name == "size":
             entry.update(min=MIN_SIZE, max=limits.max_size)
         elif name == "iterations":
@@ -120,17 +161,34 @@ def _convert(name: str, text: str) -> Any:
         raise ServiceError(422, f"option {name} must be {what}{listed}, got {text[:40]!r}") from None
 
 
-def parse_options(form: dict[str, str], allowed: tuple[str, ...], limits: ServeOptions) -> dict[str, Any]:
-    """Checked option values from form text (only those given); raises ``ServiceError(422)``."""
-    unknown = sorted(set(form) - set(allowed))
+def refuse_others(given: Any, allowed: tuple[str, ...], method: Optional[Method] = None,
+                  who: str = "this endpoint") -> None:
+    """Refuse any name in ``given`` outside ``allowed`` with 422. A client's option that ``method`` does not read is
+    named as the library's ``refuse_inapplicable`` names it; anything else (not an option at all, or the operator's)
+    is an unknown option."""
+    others = sorted(set(given) - set(allowed))
+    if not others:
+        return
+    takes = ", ".join(allowed) or "no options"
+    unknown = [n for n in others if n not in _FIELDS or n in OPERATOR_OPTIONS or names_server_files(n)]
     if unknown:
-        raise ServiceError(422, f"unknown option(s) {', '.join(n[:40] for n in unknown)}; this endpoint takes: "
-                           f"{', '.join(allowed)}")
+        raise ServiceError(422, f"unknown option(s) {', '.join(n[:40] for n in unknown)}; {who} takes: {takes}")
+    if method is not None:
+        raise ServiceError(422, f"{others[0]} does not apply to {method.kind} method {method.name} (it takes "
+                                f"{takes})")
+    raise ServiceError(422, f"unknown option(s) {', '.join(others)}; {who} takes: {takes}")
+
+
+def parse_options(form: dict[str, str], allowed: tuple[str, ...], limits: ServeOptions,
+                  method: Optional[Method] = None, who: str = "this endpoint") -> dict[str, Any]:
+    """Checked option values from form text (only those given); raises ``ServiceError(422)``. ``method``, when
+    given, is the method the options are for (its name goes in the message refusing an option it does not read)."""
+    refuse_others(form, allowed, method, who)
     values = {name: _convert(name, text.strip()) for name, text in form.items() if text.strip()}
     for name in ("size", "iterations"):
         if name in allowed and name not in values and effective_default(name, limits) is not None:
             values[name] = effective_default(name, limits)
-    size = values["size"]
+    size = values.get("size", effective_default("size", limits))
     if size < MIN_SIZE:  # what /v1/models advertises as the minimum
         raise ServiceError(422, f"size {size} is below the minimum of {MIN_SIZE} px")
     if size > limits.max_size:

@@ -1,5 +1,12 @@
-"""The page and the open endpoints: ``GET /``, ``/healthz``, ``/v1/models`` and ``POST /v1/stylize`` (one pass of a
-student); plus ``read_form``, the one reader of multipart requests. ``add_routes(app, service)`` puts them on the app.
+"""The page and the open endpoints: ``GET /``, ``/healthz``, ``/v1/models`` and ``POST /v1/stylize`` (one pass: a
+student, or a one-pass method with style images); plus ``read_form``, the one reader of multipart requests.
+``add_routes(app, service)`` puts them on the app.
+
+``POST /v1/stylize`` form fields: ``image`` (the photo, one file) and either ``model`` (a student's name: its style is
+baked in, so no ``style``; options ``size`` and ``tile``) or ``method`` (a one-pass method's name; a student's name
+works there too), with ``style`` (one file per style image, as many as the method takes, at most ``max_styles``)
+and the options that method reads (``GET /v1/models`` lists them). Engines (optimisation methods) are refused here
+with 422 pointing at ``/v1/jobs``.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from ..methods import Method
 from . import inputs
 from .jobs import ServiceError
 
@@ -56,6 +64,45 @@ async def read_form(request: Request, file_fields: tuple[str, ...], max_files: i
     return text, files
 
 
+def style_bounds(method: Method, max_styles: int) -> tuple[int, int]:
+    """(fewest, most) style images a request for ``method`` may upload, from its Method contract: none for a baked
+    style; one to ``max_styles`` for a method that blends several (``blends_styles``, optimisation methods), else
+    exactly one."""
+    if method.style == "baked":
+        return 0, 0
+    return 1, (max_styles if getattr(method, "blends_styles", True) else 1)
+
+
+def describe_method(entry: dict[str, Any], limits: Any) -> dict[str, Any]:
+    """A one-pass method's public entry in ``/v1/models``: what it is, whether it runs here, its style images and
+    the options a request may set (with the method's own defaults)."""
+    method: Method = entry["method"]
+    fewest, most = style_bounds(method, limits.max_styles)
+    return {"name": entry["name"], "kind": method.kind, "description": entry["description"],
+            "available": entry["available"], "reason": entry["reason"], "style": method.style,
+            "takes_style_images": most > 0, "min_styles": fewest, "max_styles": most,
+            "options": inputs.describe_options(inputs.client_options(method), limits, entry.get("defaults"))}
+
+
+def check_styles(method: Method, styles: list[tuple[bytes, str]], values: dict[str, Any], limits: Any) -> None:
+    """Refuse (422) a number of style images ``method`` does not take, or style_weights that do not match them."""
+    fewest, most = style_bounds(method, limits.max_styles)
+    if most == 0 and styles:
+        raise ServiceError(422, f"{method.name} has its style baked in: send no style file")
+    if len(styles) < fewest:
+        want = "one style image" if most == 1 else f"one to {most} style images"
+        raise ServiceError(422, f"style is required: method {method.name} paints in the style of the image you give "
+                                f"it; send {want} as style file field(s)")
+    if len(styles) > most:
+        if most < limits.max_styles:
+            takes = "one style image" if most == 1 else f"at most {most} style images"
+            raise ServiceError(422, f"method {method.name} takes {takes}, got {len(styles)}")
+        raise ServiceError(422, f"{len(styles)} style images; this service takes at most {limits.max_styles}")
+    if "style_weights" in values and len(values["style_weights"]) != len(styles):
+        raise ServiceError(422, f"style_weights has {len(values['style_weights'])} values for {len(styles)} style "
+                                "images; give one weight per style")
+
+
 def add_routes(app: FastAPI, service: "Service") -> None:
     options = service.options
 
@@ -75,11 +122,12 @@ def add_routes(app: FastAPI, service: "Service") -> None:
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        students, engines = await run_in_threadpool(lambda: (service.catalog.students(), service.catalog.engines()))
-        job_options = inputs.describe_options(inputs.JOB_OPTIONS, options)
+        catalog = service.catalog
+        students, one_pass, engines = await run_in_threadpool(
+            lambda: (catalog.students(), catalog.one_pass(), catalog.engines()))
         for e in engines:
-            e["options"] = job_options
-        return {"students": students, "engines": engines,
+            e["options"] = inputs.describe_options(inputs.job_options(e.pop("method")), options)
+        return {"students": students, "one_pass": [describe_method(m, options) for m in one_pass], "engines": engines,
                 "student_options": inputs.describe_options(inputs.STUDENT_OPTIONS, options),
                 "limits": {"max_upload_bytes": options.max_upload_bytes, "max_pixels": options.max_pixels,
                            "formats": [f.upper() for f in options.formats], "max_size": options.max_size,
@@ -89,21 +137,38 @@ def add_routes(app: FastAPI, service: "Service") -> None:
     @app.post("/v1/stylize")
     async def stylize(request: Request) -> Response:
         t0 = time.monotonic()
-        text, files = await read_form(request, ("image",), max_files=1 + EXTRA_FILES)
-        name = text.pop("model", "").strip()
-        if not name:
-            raise ServiceError(422, "model is required: the name of a student (GET /v1/models lists them)")
-        key = await run_in_threadpool(service.catalog.student_key, name)
-        values = inputs.parse_options(text, inputs.STUDENT_OPTIONS, options)
-        if "image" not in files:
-            raise ServiceError(422, "image is required: the photo to stylise, as a file field")
-        if len(files["image"]) != 1:
-            raise ServiceError(422, f"give one image per request, not {len(files['image'])}")
-        data, filename = files["image"][0]
-        label = inputs.upload_label("image", filename)
-        inputs.check_image(data, label, options)
+        text, files = await read_form(request, ("image", "style"), max_files=options.max_styles + 1 + EXTRA_FILES)
+        model, name = text.pop("model", "").strip(), text.pop("method", "").strip()
+        if model and name:
+            raise ServiceError(422, "give model (a student) or method (a one-pass method), not both")
+        if not model and not name:
+            raise ServiceError(422, "model is required: the name of a student, or give method: a one-pass method's "
+                                    "name, with its style images (GET /v1/models lists both)")
+        method = await run_in_threadpool(service.catalog.one_pass_method, name) if name else None
+        if method is None:  # a student, named as model (or as method)
+            model = model or name
+            key = await run_in_threadpool(service.catalog.student_key, model)
+            values = inputs.parse_options(text, inputs.STUDENT_OPTIONS, options, who="a student")
+            if files.get("style"):
+                raise ServiceError(422, f"{model} is a student: its style is baked in, so send no style file (or "
+                                        "choose a one-pass method, which takes one)")
+        else:
+            values = inputs.parse_options(text, inputs.client_options(method), options, method=method,
+                                          who=f"method {method.name}")
+        data, filename = _one_image(files)
+        inputs.check_image(data, inputs.upload_label("image", filename), options)
+        if method is not None:
+            styles = files.get("style", [])
+            check_styles(method, styles, values, options)
+            for style_data, style_name in styles:
+                inputs.check_image(style_data, inputs.upload_label("style", style_name), options)
         service.lane.reserve()
-        future = service.lane.start(service.run_student, name, key, data, filename, values)
+        if method is None:
+            future = service.lane.start(service.run_student, model, key, data, filename, values)
+            headers = {"X-Atelier-Model": model}
+        else:
+            future = service.lane.start(service.run_one_pass, method, data, filename, styles, values)
+            headers = {"X-Atelier-Method": method.name}
         remaining = options.request_timeout - (time.monotonic() - t0)
         try:
             png, metadata = await asyncio.wait_for(asyncio.wrap_future(future), timeout=max(0.001, remaining))
@@ -111,5 +176,13 @@ def add_routes(app: FastAPI, service: "Service") -> None:
             raise ServiceError(504, f"the request took longer than this service allows ({options.request_timeout:g} "
                                     "s); ask for a smaller size, or try again when the service is less busy") from None
         return Response(png, media_type="image/png", headers={
-            "Content-Disposition": 'inline; filename="stylized.png"', "Cache-Control": "no-store",
-            "X-Atelier-Model": name, "X-Atelier-Seconds": f"{metadata.get('seconds', 0):.4f}"})
+            "Content-Disposition": 'inline; filename="stylized.png"', "Cache-Control": "no-store", **headers,
+            "X-Atelier-Seconds": f"{metadata.get('seconds', 0):.4f}"})
+
+
+def _one_image(files: dict[str, list[tuple[bytes, str]]]) -> tuple[bytes, str]:
+    if "image" not in files:
+        raise ServiceError(422, "image is required: the photo to stylise, as a file field")
+    if len(files["image"]) != 1:
+        raise ServiceError(422, f"give one image per request, not {len(files['image'])}")
+    return files["image"][0]

@@ -1,4 +1,6 @@
-"""Optimisation jobs: ``POST /v1/jobs`` creates one and gives its creator a token; every read of the job needs it.
+"""Optimisation jobs (the engines: methods of kind "optimisation"): ``POST /v1/jobs`` creates one and gives its
+creator a token; every read of the job needs it. A job may set the engine options (``inputs.JOB_OPTIONS``) that its
+engine reads; a student or one-pass method sent here is 422 pointing at ``/v1/stylize``.
 
 Contract: ``POST /v1/jobs`` answers 202 ``{"id", "token", "state", "url", "result_url"}``. ``GET /v1/jobs/{id}`` and
 ``GET /v1/jobs/{id}/result`` need ``Authorization: Bearer <token>``; without it, or with another token, they answer
@@ -40,7 +42,8 @@ def add_job_routes(app: FastAPI, service: "Service") -> None:
         text, files = await read_form(request, ("image", "style"), max_files=options.max_styles + 1 + EXTRA_FILES)
         method = text.pop("method", "").strip() or "lite"
         engine = await run_in_threadpool(service.catalog.engine, method)
-        values = inputs.parse_options(text, inputs.JOB_OPTIONS, options)
+        values = inputs.parse_options(text, inputs.job_options(engine["method"]), options, method=engine["method"],
+                                      who=f"engine {method}")
         if "iterations" not in values:  # the engine's own default, within this service's limit
             values["iterations"] = min(engine["defaults"].get("iterations", options.max_iterations),
                                        options.max_iterations)

@@ -1,5 +1,7 @@
-// atelier's page: builds its form from GET /v1/models, sends a student request (POST /v1/stylize, one pass) or an
-// engine job (POST /v1/jobs, then polls GET /v1/jobs/{id}), and shows the result with a download link.
+// atelier's page: builds its form from GET /v1/models and sends each method by its kind: a student (POST
+// /v1/stylize with model=, one pass, its style baked in), a one-pass method (POST /v1/stylize with method= and the
+// style image(s) it takes, one pass) or an engine job (POST /v1/jobs, then polls GET /v1/jobs/{id}); it shows the
+// result with a download link. The options shown for a method are the ones /v1/models lists for it.
 // Every error the service answers is {"error": "..."}; the page shows that message as it is.
 // Writes carry X-Atelier-Request: 1 (the service refuses writes without it: another site's form cannot send it).
 // A job is readable only with the token POST /v1/jobs gave: the page keeps it in memory (never in a URL or in
@@ -7,10 +9,17 @@
 // <img src> cannot send headers.
 "use strict";
 
+// Options shown at once; a method's other options go under "More options".
 const MAIN_OPTIONS = {
   student: ["size", "tile"],
+  "one-pass": ["size", "strength", "style_scale"],
   engine: ["size", "iterations", "style_weight", "preserve_color", "seed"],
 };
+const GROUPS = [  // [kind, the /v1/models list, the menu's heading]
+  ["student", "students", "Students (one pass, fast, their own style)"],
+  ["one-pass", "one_pass", "One pass, with your style image"],
+  ["engine", "engines", "Engines (optimisation, with your style image)"],
+];
 const POLL_MS = 400;
 const WRITE_HEADERS = { "X-Atelier-Request": "1" };
 
@@ -52,6 +61,19 @@ function selected() {
   const colon = value.indexOf(":");
   if (colon < 0) return null;
   return { kind: value.slice(0, colon), name: value.slice(colon + 1) };
+}
+
+function entryOf(choice) {
+  // The /v1/models entry of the chosen student, one-pass method or engine.
+  const group = GROUPS.find((g) => g[0] === choice.kind);
+  return group && catalog ? (catalog[group[1]] || []).find((x) => x.name === choice.name) : undefined;
+}
+
+function maxStyles(choice) {
+  // How many style images the choice takes: none for a student, its own most for a one-pass method.
+  if (choice.kind === "student") return 0;
+  const e = entryOf(choice);
+  return choice.kind === "one-pass" ? (e ? e.max_styles : 1) : catalog.limits.max_styles;
 }
 
 function optionInput(opt) {
@@ -99,18 +121,22 @@ function renderOptions() {
   $("style-row").hidden = true;
   $("advanced").hidden = true;
   if (!choice || !catalog) return;
+  const e = entryOf(choice);
   let options;
   if (choice.kind === "student") {
-    const s = catalog.students.find((x) => x.name === choice.name);
-    $("model-help").textContent = s ? s.description : "";
+    $("model-help").textContent = e ? e.description : "";
     options = catalog.student_options;
   } else {
-    const e = catalog.engines.find((x) => x.name === choice.name);
-    $("model-help").textContent = e ? `${e.description}; runs as a job, with its progress shown below` : "";
+    const how = choice.kind === "engine" ? "runs as a job, with its progress shown below"
+      : "one pass, in the style of the image you give it";
+    $("model-help").textContent = e ? `${e.description}; ${how}` : "";
     options = e ? e.options : [];
-    $("style-row").hidden = false;
+    const most = maxStyles(choice);
+    $("style").multiple = most > 1;
+    $("style-label").textContent = most > 1 ? `Style images (up to ${most})` : "Style image";
+    $("style-row").hidden = most === 0;
   }
-  const mainNames = MAIN_OPTIONS[choice.kind];
+  const mainNames = MAIN_OPTIONS[choice.kind] || ["size"];
   for (const opt of options) {
     (mainNames.includes(opt.name) ? main : more).appendChild(optionInput(opt));
   }
@@ -128,26 +154,20 @@ async function loadModels() {
   }
   const select = $("model");
   select.replaceChildren();
-  const students = document.createElement("optgroup");
-  students.label = "Students (one pass, fast)";
-  for (const s of catalog.students) {
-    const o = document.createElement("option");
-    o.value = `student:${s.name}`;
-    o.textContent = s.name;
-    students.appendChild(o);
+  for (const [kind, list, label] of GROUPS) {
+    const group = document.createElement("optgroup");
+    group.label = label;
+    for (const m of catalog[list] || []) {
+      const o = document.createElement("option");
+      o.value = `${kind}:${m.name}`;
+      const available = m.available !== false;  // students are listed only when they work
+      o.textContent = available ? m.name : `${m.name} (unavailable)`;
+      o.disabled = !available;
+      if (!available) o.title = m.reason || "";
+      group.appendChild(o);
+    }
+    if (group.children.length) select.appendChild(group);
   }
-  const engines = document.createElement("optgroup");
-  engines.label = "Engines (optimisation, with your style image)";
-  for (const e of catalog.engines) {
-    const o = document.createElement("option");
-    o.value = `engine:${e.name}`;
-    o.textContent = e.available ? e.name : `${e.name} (unavailable)`;
-    o.disabled = !e.available;
-    if (!e.available) o.title = e.reason || "";
-    engines.appendChild(o);
-  }
-  if (students.children.length) select.appendChild(students);
-  if (engines.children.length) select.appendChild(engines);
   select.disabled = false;
   const lim = catalog.limits;
   const names = { PNG: "PNG", JPEG: "JPEG", WEBP: "WebP" };
@@ -169,9 +189,14 @@ function formFields(choice) {
     fields.append("model", choice.name);
   } else {
     fields.append("method", choice.name);
-    const styles = Array.from($("style").files);
-    if (!styles.length) throw new Error("choose a style image: engines copy the look of the image you give them");
-    if (styles.length > lim.max_styles) throw new Error(`at most ${lim.max_styles} style images`);
+    const most = maxStyles(choice);
+    const styles = most > 0 ? Array.from($("style").files) : [];  // a method with its style baked in takes none
+    if (most > 0 && !styles.length) {
+      throw new Error(`choose a style image: ${choice.name} copies the look of the image you give it`);
+    }
+    if (styles.length > most) {
+      throw new Error(most === 1 ? `${choice.name} takes one style image` : `at most ${most} style images`);
+    }
     for (const s of styles) {
       fields.append("style", s, s.name);
       bytes += s.size;
@@ -207,7 +232,8 @@ function stem(file) {
   return (file ? file.name.replace(/\.[^.]*$/, "") : "photo") || "photo";
 }
 
-async function runStudent(choice, fields) {
+async function runOnePass(choice, fields) {
+  // A student or a one-pass method: one request, whose answer is the picture.
   $("progress-row").hidden = false;
   $("progress").removeAttribute("value");  // indeterminate: one pass has no steps to report
   $("status").textContent = `stylising with ${choice.name}…`;
@@ -283,8 +309,8 @@ async function submit(event) {
   setBusy(true);
   $("output").hidden = true;  // an earlier result must not pass for this one
   try {
-    if (choice.kind === "student") await runStudent(choice, fields);
-    else await runJob(choice, fields);
+    if (choice.kind === "engine") await runJob(choice, fields);
+    else await runOnePass(choice, fields);
   } catch (err) {
     $("progress-row").hidden = true;
     showError(err instanceof TypeError ? `cannot reach the service (${err.message})` : err.message);
