@@ -54,6 +54,7 @@ def isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("ATELIER_CACHE", str(root / "atelier"))
     monkeypatch.setenv("TORCH_HOME", str(root / "torch"))
     monkeypatch.delenv("ATELIER_VGG_WEIGHTS", raising=False)
+    monkeypatch.delenv("ATELIER_MAGENTA_WEIGHTS", raising=False)
     return root
 
 

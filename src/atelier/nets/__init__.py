@@ -1,5 +1,6 @@
 """Student networks: the feed-forward generators (``unet``, ``resnet``, ``transformer``, ``tiny``) and the PatchGAN
-discriminator they are trained against.
+discriminator they are trained against; and Magenta's arbitrary-stylization nets (``magenta.py``, not a generator:
+a style predictor and a style-conditioned transformer) with their port from ONNX (``magenta_port.py``).
 
 Contract for every generator (the registry's "generator" entries are the one catalogue: ``registry.names``):
 - input float32 ``[N,3,H,W]`` RGB in [0,1], any ``H, W >= 1``; output ``[N,3,H,W]`` in [0,1] (``0.5 * (tanh + 1)``).
@@ -17,7 +18,8 @@ Contract for every generator (the registry's "generator" entries are the one cat
 - unknown names or arguments, or invalid values, raise ``AtelierError`` naming the valid choices.
 
 This package imports nothing from atelier but ``atelier.errors`` and the ground-floor ``atelier.registry`` (which
-imports the generator classes here lazily, by dotted path); training and export sit above it.
+imports the generator classes here lazily, by dotted path), and ``magenta_port.py`` the ground-floor ``atelier.files``
+(the cache folder, sha256, atomic writes); training and export sit above it.
 """
 
 from __future__ import annotations

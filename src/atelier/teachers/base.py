@@ -2,7 +2,7 @@
 
 A teacher (a subclass of ``Teacher``) has:
 
-* ``name``: the registered name (``gatys``, ``lite``, ``magenta``);
+* ``name``: the registered name (``gatys``, ``lite``, ``effnet``, ``magenta``);
 * ``options``: the JSON-ready dict of its options, recorded with every pair it makes;
 * ``identity``: a string naming the weights it runs (e.g. ``lite(lite:bundled(sha256:...))``), known once the
   teacher is built, so a pairs folder can refuse a different teacher before any work is done;
@@ -10,7 +10,7 @@ A teacher (a subclass of ``Teacher``) has:
 * ``stylize(content, style)``: ``content`` ``[1,3,H,W]`` and ``style`` ``[1,3,h,w]`` float32 in [0,1] (the one
   pixel convention) -> ``[1,3,H,W]`` in [0,1] on the CPU, always the content's size.
 
-Building a teacher loads its weights (seconds), so missing weights or a missing TensorFlow fail before a long
+Building a teacher loads its weights (seconds), so missing weights or a missing package fail before a long
 ``atelier prepare`` starts. Every problem a user can cause raises a one-line ``AtelierError``.
 """
 
@@ -59,8 +59,8 @@ def as_content_size(out: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
 
 def make_teacher(name: str, options: Optional[dict[str, Any]] = None, device: str = "auto",
                  seed: int = 0) -> Teacher:
-    """Build the teacher ``name`` with ``options`` (a dict; for gatys/lite the fields of StylizeOptions other than
-    size and device, with ``seed`` as the default seed; for magenta ``handle`` and ``style_size``)."""
+    """Build the teacher ``name`` with ``options`` (a dict; for gatys/lite/effnet the fields of StylizeOptions other than
+    size and device, with ``seed`` as the default seed; for magenta ``weights``, ``style_size`` or ``handle``)."""
     options = dict(options or {})
     for key, value in options.items():
         if not isinstance(key, str):

