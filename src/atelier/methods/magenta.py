@@ -116,7 +116,7 @@ def transform(net: StyleTransformer, content: torch.Tensor, embedding: torch.Ten
     pieces of at most ``tile`` x ``tile`` px that give the same picture (see the module docstring)."""
     h, w = int(content.shape[-2]), int(content.shape[-1])
     if not tile or (h <= tile and w <= tile):
-        return net(content, embedding)
+        return net(content.contiguous(memory_format=torch.channels_last), embedding).contiguous()
     check_tiling(tile, 0, MIN_TILE, "magenta transformer")
     net.check(content, embedding)
     x = net.prepare(content)

