@@ -23,8 +23,9 @@ Options (``MagentaMethod.options``):
   work;
 - ``magenta_weights``: where the weights come from (see ``nets.magenta_port``).
 
-Style embeddings are cached by the sha256 of the style tensor's bytes and its shape (and the weights' identity) in a
-small LRU, so a folder of photos predicts each style once. The painting's metadata names the weights' identity.
+Style images are loaded at 1024 px on the long side (``style_side``). Their embeddings are cached by the sha256 of
+the 256 px centre square the predictor sees (and the weights' identity) in a small LRU, so a folder of photos
+predicts each style once. The painting's metadata names the weights' identity.
 """
 
 from __future__ import annotations
@@ -67,15 +68,16 @@ def _digest(image: torch.Tensor) -> str:
 
 def embed(nets: MagentaNets, image: torch.Tensor, cache: bool = True, size: int = STYLE_SIZE) -> torch.Tensor:
     """The style embedding ``[1,100]`` of ``image`` (its centre square at ``size`` x ``size``, Magenta's 256), cached
-    by the image's pixels."""
-    key = (nets.identity, _digest(image), tuple(image.shape), size) if cache else None
+    by the pixels of that square (hashing 0.8 MB, not the whole picture)."""
+    device = next(nets.predictor.parameters()).device
+    square = style_square(image.to(device, torch.float32), size)
+    key = (nets.identity, _digest(square)) if cache else None
     with _lock:
         if key is not None and key in _embeddings:
             _embeddings.move_to_end(key)
             return _embeddings[key]
-    device = next(nets.predictor.parameters()).device
     with torch.inference_mode():
-        e = nets.predictor(style_square(image.to(device, torch.float32), size)).to("cpu")
+        e = nets.predictor(square).to("cpu")
     if key is None:
         return e
     with _lock:
@@ -179,7 +181,9 @@ class MagentaMethod(OnePassMethod):
     random_weights = False
 
     def style_side(self, options: StylizeOptions) -> Optional[int]:
-        return None  # the predictor crops the style's centre square and resizes it to 256 itself
+        # The predictor sees the centre square at 256 px: 1024 px on the long side leaves that square at least 256
+        # px for styles up to 4:1, and spares decoding and hashing a huge painting at full size.
+        return 4 * STYLE_SIZE
 
     def availability(self) -> tuple[bool, str]:
         source, reason = find_magenta_weights(None)
