@@ -16,7 +16,7 @@ LAYERS = {
     "features": 2, "nets": 2,
     "methods": 3, "teachers": 3, "metrics": 3,
     "api": 4,
-    "train": 5, "export": 5, "runtime": 5, "bench": 5,
+    "train": 5, "export": 5, "runtime": 5, "runtime_magenta": 5, "bench": 5,
     "cli": 6, "flags": 6, "serve": 6, "__main__": 6,
 }
 

@@ -281,3 +281,16 @@ def test_runtime_works_where_torch_cannot_be_imported(model, tmp_path):
     cli = np.asarray(Image.open(tmp_path / "cli.png").convert("RGB")).astype(int)
     assert np.array_equal(cli, got)  # python -m atelier.runtime: the same picture
     assert "error" in done.stderr and not (tmp_path / "never.png").exists()
+
+
+def test_a_student_refuses_the_magenta_options(model, tmp_path, capsys):
+    from atelier.runtime import load_model, main
+
+    assert isinstance(load_model(model[1]), OnnxStylizer)
+    save_image(make_image(20, 20), tmp_path / "p.png")
+    args = [str(model[1]), str(tmp_path / "p.png"), "-o", str(tmp_path / "o.png")]
+    for extra in (["--style", str(tmp_path / "p.png")], ["--strength", "0.5"]):
+        assert main(args + extra) == 2
+        err = capsys.readouterr().err.strip()
+        assert "student" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o.png").exists()

@@ -229,9 +229,17 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """Export a student to ONNX with a parity check against torch (atelier.export.export_onnx)."""
-    from .export import export_onnx
+    """Export a student (atelier.export.export_onnx) or the magenta method (export_magenta) to ONNX, with parity
+    checks against torch."""
+    from .export import DEFAULT_MIN_PSNR, export_magenta, export_onnx
 
+    if args.model == "magenta":
+        if args.min_psnr != DEFAULT_MIN_PSNR:
+            raise OptionError("min_psnr", "is for int8 exports, which magenta does not offer; drop it")
+        report = export_magenta(args.output, opset=args.opset, quantize=args.quantize, calibration=args.calibration,
+                                check=not args.no_check, force=args.force, tolerance=args.tolerance)
+        print(report.summary())
+        return 0
     report = export_onnx(args.model, args.output, opset=args.opset, quantize=args.quantize,
                          calibration=args.calibration, check=not args.no_check, force=args.force,
                          tolerance=args.tolerance, min_psnr=args.min_psnr)
@@ -254,12 +262,15 @@ def _add_export(sub) -> None:
     from .export import QUANTIZE_CHOICES, export_onnx
 
     defaults = {k: v.default for k, v in inspect.signature(export_onnx).parameters.items()}
-    e = sub.add_parser("export", help="export a student to ONNX (checked against torch)",
+    e = sub.add_parser("export", help="export a student or magenta to ONNX (checked against torch)",
                        description="Export a trained student (model folder or bundled name) to ONNX with dynamic "
                                    "height and width, check it with onnx.checker and against torch on random and "
-                                   "real images, and optionally quantize it to int8. The optimisation engines "
-                                   "(gatys, lite) are not exportable.")
-    e.add_argument("model", metavar="MODEL_DIR|NAME", help="a student model folder, or a bundled student's name")
+                                   "real images, and optionally quantize it to int8. `atelier export magenta -o "
+                                   "magenta.onnx` writes Magenta's transformer and, beside it, magenta.predict.onnx "
+                                   "(the style predictor), fp32. The optimisation engines (gatys, lite) are not "
+                                   "exportable.")
+    e.add_argument("model", metavar="MODEL_DIR|NAME", help="a student model folder, a bundled student's name, or "
+                                                           "magenta")
     e.add_argument("--output", "-o", required=True, metavar="OUT.onnx", help="where to write the ONNX model")
     e.add_argument("--force", action="store_true", help="replace OUT.onnx if it exists (default: refuse)")
     e.add_argument("--opset", type=int, default=defaults["opset"], help=f"ONNX opset (default: {defaults['opset']})")

@@ -1,5 +1,9 @@
 """Run a model written by ``atelier export`` with onnxruntime, Pillow and numpy only: no torch needed.
 
+``load_model(path)`` opens any such file: a student gives an ``OnnxStylizer`` (below); ``atelier export magenta``'s
+transformer gives a ``runtime_magenta.MagentaStylizer`` (a photo and style images in). The command line
+(``main``) takes both: ``--style``, ``--style-weights`` and ``--strength`` are for magenta files.
+
 Contract of an atelier ONNX file (written by ``atelier.export.export_onnx``, read here):
 
 - one input ``image`` and one output ``stylized``, both float32 ``[N,3,H,W]`` RGB in [0,1], with symbolic
@@ -44,7 +48,9 @@ OUTPUT_NAME = "stylized"
 METADATA_PREFIX = "atelier."
 EXPORT_FORMAT = 1
 DEFAULT_MAX_PIXELS = 50_000_000  # the same limit as atelier.images (which imports torch, so it is not imported)
-_INT_KEYS = ("export_format", "pad_multiple", "min_size", "min_input", "opset")
+_INT_KEYS = ("export_format", "pad_multiple", "min_size", "min_input", "opset", "style_size", "embedding_size",
+             "style_load_side")
+MAGENTA_KINDS = ("magenta", "magenta-predictor")  # atelier export magenta (runtime_magenta.py)
 _FLOAT_KEYS = ("parity_max_abs_diff", "psnr_db")
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -189,6 +195,58 @@ def _parse_info(props: dict[str, str]) -> dict[str, Any]:
     return info
 
 
+def open_session(model: Union[PathLike, bytes], threads: Optional[int] = None,
+                 spinning: bool = True) -> tuple[Any, dict[str, Any], str]:
+    """(onnxruntime CPU session, the ``atelier.*`` metadata without the prefix, a label for messages) of a file written
+    by ``atelier export``; refuses with one line anything else. ``spinning=False``: the session's threads sleep
+    when idle instead of spinning (for a second session that alternates with a first, see ``runtime_magenta``)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise AtelierError("running an ONNX model needs onnxruntime; run: pip install onnxruntime") from None
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise AtelierError(f"threads must be a whole number >= 1 (or None for the default), got {threads!r}")
+    label = "the model bytes" if isinstance(model, bytes) else str(model)
+    if not isinstance(model, bytes):
+        p = Path(model)
+        if not p.is_file():
+            raise AtelierError(f"ONNX model not found: {p}; export one with: atelier export MODEL_DIR -o {p.name}"
+                               if not p.exists() else f"{p} is not a file; pass an .onnx file")
+        model = str(p)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or 0
+    options.inter_op_num_threads = 1  # one chain of convs: nothing runs in parallel across operators
+    options.log_severity_level = 3  # errors only: the warnings are about fusions, not about the user's input
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    try:
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    except Exception as e:  # onnxruntime raises its own exception types for damaged or unsupported files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AtelierError(f"cannot load {label} as an ONNX model ({first[:200]}); re-export it with "
+                           "atelier export") from None
+    info = _parse_info(dict(session.get_modelmeta().custom_metadata_map))
+    fmt = info.get("export_format")
+    if not isinstance(fmt, int):
+        raise AtelierError(f"{label} was not written by atelier export (no atelier metadata); export the "
+                           "model with: atelier export MODEL_DIR -o model.onnx")
+    if fmt > EXPORT_FORMAT:
+        raise AtelierError(f"{label} uses atelier export format {fmt}, newer than this runtime reads "
+                           f"({EXPORT_FORMAT}); upgrade atelier")
+    return session, info, label
+
+
+def load_model(model: Union[PathLike, bytes], threads: Optional[int] = None) -> Any:
+    """The stylizer for any file ``atelier export`` writes: an ``OnnxStylizer`` (a student) or a
+    ``runtime_magenta.MagentaStylizer`` (``atelier export magenta``), chosen by the file's ``atelier.kind``."""
+    opened = open_session(model, threads)
+    if opened[1].get("kind") in MAGENTA_KINDS:
+        from .runtime_magenta import MagentaStylizer
+
+        return MagentaStylizer(model, threads=threads, opened=opened)
+    return OnnxStylizer(model, threads=threads, opened=opened)
+
+
 class OnnxStylizer:
     """An exported atelier model loaded into an onnxruntime CPU session.
 
@@ -196,39 +254,14 @@ class OnnxStylizer:
     one per physical core).
     """
 
-    def __init__(self, model: Union[PathLike, bytes], threads: Optional[int] = None):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise AtelierError("running an ONNX model needs onnxruntime; run: pip install onnxruntime") from None
-        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
-            raise AtelierError(f"threads must be a whole number >= 1 (or None for the default), got {threads!r}")
-        label = "the model bytes" if isinstance(model, bytes) else str(model)
-        if not isinstance(model, bytes):
-            p = Path(model)
-            if not p.is_file():
-                raise AtelierError(f"ONNX model not found: {p}; export one with: atelier export MODEL_DIR -o {p.name}"
-                                   if not p.exists() else f"{p} is not a file; pass an .onnx file")
-            model = str(p)
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or 0
-        options.inter_op_num_threads = 1  # one chain of convs: nothing runs in parallel across operators
-        options.log_severity_level = 3  # errors only: the warnings are about fusions, not about the user's input
-        try:
-            self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-        except Exception as e:  # onnxruntime raises its own exception types for damaged or unsupported files
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise AtelierError(f"cannot load {label} as an ONNX model ({first[:200]}); re-export it with "
-                               "atelier export") from None
+    def __init__(self, model: Union[PathLike, bytes], threads: Optional[int] = None,
+                 opened: Optional[tuple[Any, dict[str, Any], str]] = None):
+        self.session, self.info, label = opened or open_session(model, threads)  # opened: by load_model
         self.path = None if label == "the model bytes" else Path(label)
-        self.info = _parse_info(dict(self.session.get_modelmeta().custom_metadata_map))
-        fmt = self.info.get("export_format")
-        if not isinstance(fmt, int):
-            raise AtelierError(f"{label} was not written by atelier export (no atelier metadata); export the "
-                               "model with: atelier export MODEL_DIR -o model.onnx")
-        if fmt > EXPORT_FORMAT:
-            raise AtelierError(f"{label} uses atelier export format {fmt}, newer than this runtime reads "
-                               f"({EXPORT_FORMAT}); upgrade atelier")
+        if self.info.get("kind") in MAGENTA_KINDS:
+            raise AtelierError(f"{label} is a magenta model (a photo and a style image in): load it with "
+                               "atelier.runtime.load_model, or run python -m atelier.runtime MODEL PHOTO --style "
+                               "PAINTING -o OUT")
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME]:
             raise AtelierError(f"{label} does not have one input {INPUT_NAME!r} and one output {OUTPUT_NAME!r}; "
@@ -312,8 +345,9 @@ def save_atomic(image: Image.Image, path: PathLike) -> Path:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """``python -m atelier.runtime MODEL.onnx PHOTO -o OUT.png [--size N] [--tile N] [--threads N]``: stylise one
-    picture with an exported model, on a machine without torch. Errors print one line and exit 2."""
+    """``python -m atelier.runtime MODEL.onnx PHOTO -o OUT.png [--style PAINTING ...] [--strength S] [--size N]
+    [--tile N] [--threads N]``: stylise one picture with an exported model (a student, or magenta with its style
+    images), on a machine without torch. Errors print one line and exit 2."""
     import argparse
     import sys
 
@@ -325,12 +359,38 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--output", "-o", required=True, metavar="OUT", help="output image (.png, .jpg, .webp)")
     p.add_argument("--size", type=int, default=None, help="long side in pixels (default: the photo's own)")
     p.add_argument("--tile", type=int, default=0, help="tiles of N x N blended over their overlap (default: 0, "
-                                                       "one pass); bounds memory on large pictures")
+                                                       "one pass); bounds memory on large pictures (students)")
     p.add_argument("--threads", type=int, default=None, help="onnxruntime threads (default: its own choice)")
+    p.add_argument("--style", action="append", default=None, metavar="PAINTING",
+                   help="magenta models: a style image (repeat to mix several)")
+    p.add_argument("--style-weights", default=None, metavar="W1,W2", help="magenta: one weight per --style")
+    p.add_argument("--strength", type=float, default=None, help="magenta: how far from the photo's own style to "
+                                                                "go, in [0,1] (default: 1)")
     args = p.parse_args(argv)
     try:
-        model = OnnxStylizer(args.model, threads=args.threads)
-        out = save_atomic(model.stylize(args.image, size=args.size, tile=args.tile), args.output)
+        model = load_model(args.model, threads=args.threads)
+        magenta = args.style is not None or args.style_weights is not None or args.strength is not None
+        if isinstance(model, OnnxStylizer):
+            if magenta:
+                raise AtelierError(f"{args.model} is a student with its style built in; --style, --style-weights "
+                                   "and --strength are for magenta models")
+            picture = model.stylize(args.image, size=args.size, tile=args.tile)
+        else:
+            if args.tile:
+                raise AtelierError("--tile is not available for magenta models in this runtime (its instance norms "
+                                   "span the whole picture); use atelier stylize --method magenta --tile")
+            if not args.style:
+                raise AtelierError(f"{args.model} is a magenta model: give a style image with --style PAINTING")
+            weights = None
+            if args.style_weights is not None:
+                try:
+                    weights = [float(w) for w in args.style_weights.split(",")]
+                except ValueError:
+                    raise AtelierError(f"--style-weights takes numbers separated by commas, got "
+                                       f"{args.style_weights!r}") from None
+            picture = model.stylize(args.image, args.style, size=args.size, style_weights=weights,
+                                    strength=1.0 if args.strength is None else args.strength)
+        out = save_atomic(picture, args.output)
     except AtelierError as e:
         print(f"atelier: error: {e}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@
 | ``onnx.py`` | ``export_onnx``: the trace, the metadata, the write |
 | ``checks.py`` | the check images, parity with torch, the int8 PSNR gate |
 | ``quantize.py`` | int8 quantization (dynamic, or static with calibration) |
+| ``magenta.py`` | ``export_magenta``: the magenta method's transformer and style predictor (two files, fp32) |
 
 Contract of what it writes (read by ``atelier.runtime``; the metadata keys are listed there):
 
@@ -38,7 +39,9 @@ onnx's down-converter has no adapter for Pad), so the range is 18 .. the install
 
 from .common import (DEFAULT_CALIBRATION_COUNT, DEFAULT_CALIBRATION_SIZE, DEFAULT_MIN_PSNR, DEFAULT_OPSET,
                      DEFAULT_TOLERANCE, MIN_OPSET, QUANTIZE_CHOICES, ExportReport, max_opset)
+from .magenta import MagentaExportReport, export_magenta
 from .onnx import export_onnx
 
-__all__ = ["export_onnx", "ExportReport", "QUANTIZE_CHOICES", "DEFAULT_OPSET", "MIN_OPSET", "DEFAULT_TOLERANCE",
-           "DEFAULT_MIN_PSNR", "DEFAULT_CALIBRATION_SIZE", "DEFAULT_CALIBRATION_COUNT", "max_opset"]
+__all__ = ["export_onnx", "export_magenta", "MagentaExportReport", "ExportReport", "QUANTIZE_CHOICES", "DEFAULT_OPSET",
+           "MIN_OPSET", "DEFAULT_TOLERANCE", "DEFAULT_MIN_PSNR", "DEFAULT_CALIBRATION_SIZE", "DEFAULT_CALIBRATION_COUNT",
+           "max_opset"]

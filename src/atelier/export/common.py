@@ -168,6 +168,9 @@ def load_student(model: ModelLike) -> StudentModel:
     why = ("optimisation engines are not exportable; they optimise each picture instead of running a network, so "
            "there is nothing to export: export a trained student model folder (atelier train student) or a bundled "
            "student such as starry-tiny")
+    if isinstance(model, str) and model == "magenta":
+        raise AtelierError("magenta is exported by atelier.export.export_magenta (atelier export magenta -o "
+                           "magenta.onnx), which writes its transformer and style predictor")
     if isinstance(model, str) and model in registry.names("method"):
         # Registered methods include the bundled students (kind "student", exportable); the others are not.
         if getattr(registry.create("method", model), "kind", None) != STUDENT_KIND:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from typing import Optional, Sequence
 
@@ -42,6 +43,7 @@ from .. import colour
 from ..errors import AtelierError, OptionError
 from ..images import resize_to
 from ..nets.magenta import STYLE_SIZE, Stats, StyleTransformer
+from ..nets.magenta_phase import PhaseTransformer
 from ..nets.magenta_port import MagentaNets, find_magenta_weights, load_magenta
 from ..options import StylizeOptions
 from ..progress import Callback
@@ -51,6 +53,8 @@ from .base import COMMON_OPTIONS, CONDITIONED_OPTIONS, ONE_PASS_OPTIONS, OnePass
 _CACHE_SIZE = 64
 _embeddings: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
 _lock = threading.Lock()
+_phases: "weakref.WeakKeyDictionary[StyleTransformer, PhaseTransformer]" = weakref.WeakKeyDictionary()
+PHASE_MIN_SIDE = 8  # the phase graph pads in-graph by reflection, which needs 8 px; smaller pictures take the net
 
 
 def style_square(image: torch.Tensor, size: int = STYLE_SIZE) -> torch.Tensor:
@@ -113,11 +117,22 @@ def _blocks(n: int, cells: int) -> list[tuple[int, int]]:
     return [(a, min(n, a + cells)) for a in range(0, n, cells)]
 
 
+def _phase(net: StyleTransformer) -> PhaseTransformer:
+    """The phase-domain rearrangement of ``net`` (built once per loaded net; it shares the net's modules)."""
+    with _lock:
+        phase = _phases.get(net)
+        if phase is None:
+            phase = _phases[net] = PhaseTransformer(net).eval()
+        return phase
+
+
 def transform(net: StyleTransformer, content: torch.Tensor, embedding: torch.Tensor, tile: int = 0) -> torch.Tensor:
     """The transformer over ``content`` ``[N,3,H,W]`` (on the net's device): in one pass, or, with ``tile``, in
     pieces of at most ``tile`` x ``tile`` px that give the same picture (see the module docstring)."""
     h, w = int(content.shape[-2]), int(content.shape[-1])
     if not tile or (h <= tile and w <= tile):
+        if min(h, w) >= PHASE_MIN_SIDE:  # the same function, 1.3x faster (nets/magenta_phase.py)
+            return _phase(net)(content.contiguous(), embedding)
         return net(content.contiguous(memory_format=torch.channels_last), embedding).contiguous()
     check_tiling(tile, 0, MIN_TILE, "magenta transformer")
     net.check(content, embedding)
