@@ -23,7 +23,8 @@ def test_defaults_validate_and_leave_per_method_fields_to_the_method():
     {"style_weight": -1.0}, {"content_weight": math.nan}, {"tv_weight": math.inf}, {"size": 0},
     {"iterations": 0}, {"optimizer": "sgd"}, {"pooling": "min"}, {"preserve_color": "sepia"},
     {"style_weights": (1.0, -1.0)}, {"style_weights": (0.0, 0.0)}, {"style_scale": 0.0},
-    {"scales": "512,256"}, {"scales": "abc"}, {"scales": "256,1024"}, {"content_layers": ()},
+    {"scales": "512,256"}, {"scales": "abc"}, {"scales": "256,1024"}, {"content_layers": ()}, {"seed": -1},
+    {"tile": -1}, {"strength": 1.5}, {"method": ""},
 ])
 def test_bad_values_refused_with_one_line(bad):
     with pytest.raises(AtelierError) as e:

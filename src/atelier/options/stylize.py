@@ -104,7 +104,8 @@ class StylizeOptions:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, str) or not v.strip()):
                 raise OptionError(name, f"must be a method name or a model folder, got {v!r}")
-        check_whole(self, (("size", 1), ("max_pixels", 1), ("save_every", 0), ("lbfgs_history", 1), ("tile", 0)))
+        check_whole(self, (("size", 1), ("max_pixels", 1), ("save_every", 0), ("lbfgs_history", 1), ("tile", 0),
+                           ("seed", 0)))
         if self.iterations is not None:
             check_whole(self, (("iterations", 1),))
         check_choices(self)
