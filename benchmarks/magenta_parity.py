@@ -72,7 +72,8 @@ def main() -> int:
     from atelier.images import load_image
     from atelier.methods.magenta import style_square
     from atelier.nets.magenta import set_act_quant
-    from atelier.nets.magenta_port import (int8_table, load_package, package_files, without_activation_quant)
+    from atelier.nets.magenta_onnx import int8_table, without_activation_quant
+    from atelier.nets.magenta_port import load_package, package_files
 
     torch.set_num_threads(args.threads)
     so = ort.SessionOptions()

@@ -16,6 +16,7 @@ from atelier.errors import AtelierError, OptionError
 from atelier.images import save_image
 from atelier.methods import find
 from atelier.methods import magenta as method_mod
+from atelier.nets import magenta_onnx as onnx_port
 from atelier.nets import magenta_port as port
 from atelier.nets.magenta import CIN_EPS, EMBEDDING, MOBILENET_V2
 
@@ -472,12 +473,12 @@ def test_parity_with_the_real_int8_graphs():
 
     paths = port.package_files()
     nets = port.load_package()
-    tables = {k: _Seen(port.int8_table(paths[k], k)) for k in paths}
+    tables = {k: _Seen(onnx_port.int8_table(paths[k], k)) for k in paths}
     pq = set_act_quant(copy.deepcopy(nets.predictor), tables["predictor"])
     tq = set_act_quant(copy.deepcopy(nets.transformer), tables["transformer"])
     so = ort.SessionOptions()
     so.log_severity_level = 3
-    f32 = ort.InferenceSession(port.without_activation_quant(paths["transformer"], "transformer"), so,
+    f32 = ort.InferenceSession(onnx_port.without_activation_quant(paths["transformer"], "transformer"), so,
                                providers=["CPUExecutionProvider"])
     content = method_mod.style_square(load_image(bundled_style("grande_jatte")), 384)
     with torch.inference_mode():
