@@ -7,6 +7,7 @@ from torch import nn
 import pytest
 
 from atelier.features.base import FeatureNet
+from atelier.methods import OnePassMethod
 
 
 class TinyNet(FeatureNet):
@@ -33,6 +34,20 @@ class TinyNet(FeatureNet):
             else:
                 self.layers[name] = nn.AvgPool2d(2, ceil_mode=True)
         self.freeze()
+
+
+class ToyColour(OnePassMethod):
+    """A style-conditioned one-pass method for tests (register it as "toy-colour"): the content's colours moved to
+    the style's mean and spread, in one pass."""
+
+    name, description = "toy-colour", "colour statistics of the style, in one pass"
+    weights, random_weights = "toy-colour:none", False
+
+    def paint(self, content, styles, options, device):
+        s = styles[0]
+        mc, sc = content.mean((2, 3), keepdim=True), content.std((2, 3), keepdim=True) + 1e-5
+        ms, ss = s.mean((2, 3), keepdim=True), s.std((2, 3), keepdim=True)
+        return (content - mc) / sc * ss + ms
 
 
 @pytest.fixture

@@ -47,21 +47,8 @@ import atelier.api as api  # noqa: E402
 from atelier import registry  # noqa: E402
 from atelier.options import ServeOptions  # noqa: E402
 from atelier.images import METADATA_KEY, open_image  # noqa: E402
-from atelier.methods import OnePassMethod  # noqa: E402
+from conftest import ToyColour  # noqa: E402
 from atelier.serve import serve_in_thread  # noqa: E402
-
-
-class ToyColour(OnePassMethod):
-    """A style-conditioned one-pass method: the content's colours moved to the style's mean and spread."""
-
-    name, description = "toy-colour", "colour statistics of the style, in one pass"
-    weights, random_weights = "toy-colour:none", False
-
-    def paint(self, content, styles, options, device):
-        s = styles[0]
-        mc, sc = content.mean((2, 3), keepdim=True), content.std((2, 3), keepdim=True) + 1e-5
-        ms, ss = s.mean((2, 3), keepdim=True), s.std((2, 3), keepdim=True)
-        return (content - mc) / sc * ss + ms
 
 
 class ToyMissing(ToyColour):

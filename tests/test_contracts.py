@@ -16,12 +16,12 @@ from atelier.cli import main
 from atelier.errors import AtelierError, OptionError
 from atelier.features.base import FeatureNet
 from atelier.images import read_metadata, save_image
-from atelier.methods import OnePassMethod, find
+from atelier.methods import find
 from atelier.methods.base import KINDS, all_options
 from atelier.methods.optimize import OptimizeMethod
 from atelier.options import GENERATORS, TEACHERS, StylizeOptions
 
-from conftest import make_image
+from conftest import ToyColour, make_image
 
 # The cheapest run of each kind: sizes and iterations small; nets with weights options take seeded random weights
 # where that is faster than reading them (VGG19 is not on this machine at all).
@@ -165,19 +165,6 @@ class ToyOptimise(OptimizeMethod):
 
     def net_class(self, options):
         return ToyNet
-
-
-class ToyColour(OnePassMethod):
-    """A style-conditioned one-pass method: the content's colours moved to the style's mean and spread."""
-
-    name, description = "toy-colour", "colour statistics of the style, in one pass"
-    weights, random_weights = "toy-colour:none", False
-
-    def paint(self, content, styles, options, device):
-        s = styles[0]
-        mc, sc = content.mean((2, 3), keepdim=True), content.std((2, 3), keepdim=True) + 1e-5
-        ms, ss = s.mean((2, 3), keepdim=True), s.std((2, 3), keepdim=True)
-        return (content - mc) / sc * ss + ms
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ from atelier.methods import OnePassMethod
 from atelier.methods.feedforward import BUNDLED_DIR
 from atelier.serve import create_app, run_server, serve_in_thread
 from atelier.serve.jobs import token_hash
+from conftest import ToyColour
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -836,20 +837,6 @@ def test_service_messages_name_form_fields_not_flags(tmp_path):
 
 
 # ------------------------------------------------------------------ one-pass methods, served by their kind
-
-
-class ToyColour(OnePassMethod):
-    """A style-conditioned one-pass method: the content's colours moved to the style's mean and spread (the pattern
-    of tests/test_contracts.py)."""
-
-    name, description = "toy-colour", "colour statistics of the style, in one pass"
-    weights, random_weights = "toy-colour:none", False
-
-    def paint(self, content, styles, options, device):
-        s = styles[0]
-        mc, sc = content.mean((2, 3), keepdim=True), content.std((2, 3), keepdim=True) + 1e-5
-        ms, ss = s.mean((2, 3), keepdim=True), s.std((2, 3), keepdim=True)
-        return (content - mc) / sc * ss + ms
 
 
 class ToyBlend(OnePassMethod):

@@ -183,3 +183,12 @@ def load_student(model: ModelLike) -> StudentModel:
         raise AtelierError(f"{folder} holds a {config['kind']!r} model, not a {STUDENT_KIND!r} one; only students "
                            "can be exported")
     return StudentModel.from_folder(folder)
+
+
+def check_opset(model: Any, opset: int) -> None:
+    """Refuse an exported ModelProto whose default-domain opset is not the one asked for."""
+    got = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    if got != [opset]:
+        raise AtelierError(f"torch's exporter wrote opset {got[0] if got else '?'} when asked for {opset}; choose "
+                           f"--opset {got[0] if got else DEFAULT_OPSET}")
+

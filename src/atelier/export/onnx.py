@@ -20,8 +20,8 @@ from ..options import check_number
 from ..runtime import EXPORT_FORMAT, INPUT_NAME, METADATA_PREFIX, OUTPUT_NAME
 from .checks import check_set, checked, parity, psnr_gate, smooth
 from .common import (DEFAULT_CALIBRATION_COUNT, DEFAULT_CALIBRATION_SIZE, DEFAULT_MIN_PSNR, DEFAULT_OPSET,
-                     DEFAULT_TOLERANCE, ExportReport, ModelLike, PathLike, check_args, load_student, onnx_modules,
-                     quiet, refuse_existing)
+                     DEFAULT_TOLERANCE, ExportReport, ModelLike, PathLike, check_args, check_opset, load_student,
+                     onnx_modules, quiet, refuse_existing)
 from .quantize import quantize_model, spread
 
 
@@ -51,10 +51,7 @@ def _to_onnx(student: StudentModel, opset: int, trace_hw: tuple[int, int]) -> An
         raise AtelierError(f"torch could not export the {gen.name} generator to ONNX ({type(e).__name__}: "
                            f"{first[:200]}); please report this with the model's config.json") from None
     model = onnx_program.model_proto
-    got = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
-    if got != [opset]:
-        raise AtelierError(f"torch's exporter wrote opset {got[0] if got else '?'} when asked for {opset}; choose "
-                           f"--opset {got[0] if got else DEFAULT_OPSET}")
+    check_opset(model, opset)
     # Name the symbolic dimensions (the trace calls them s0, s53, ...), and drop what would leak this machine's
     # paths or bloat the file: per-node debugging metadata (source file stack traces) and intermediate shapes.
     for value in list(model.graph.input) + list(model.graph.output):
