@@ -185,10 +185,20 @@ def load_student(model: ModelLike) -> StudentModel:
     return StudentModel.from_folder(folder)
 
 
-def check_opset(model: Any, opset: int) -> None:
-    """Refuse an exported ModelProto whose default-domain opset is not the one asked for."""
+def tidy_model(model: Any, opset: int, dims: dict[str, tuple]) -> Any:
+    """An exported ModelProto checked and tidied: its default-domain opset must be ``opset``; the symbolic dimensions
+    of each input and output get names (``dims[name]``, None keeps one fixed; the trace calls them s0, s53, ...); and
+    what would leak this machine's paths or bloat the file goes (per-node debugging metadata, intermediate shapes)."""
     got = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
     if got != [opset]:
         raise AtelierError(f"torch's exporter wrote opset {got[0] if got else '?'} when asked for {opset}; choose "
                            f"--opset {got[0] if got else DEFAULT_OPSET}")
+    for value in list(model.graph.input) + list(model.graph.output):
+        for dim, name in zip(value.type.tensor_type.shape.dim, dims[value.name]):
+            if name is not None:
+                dim.dim_param = name
+    del model.graph.value_info[:]
+    for node in model.graph.node:
+        del node.metadata_props[:]
+    return model
 

@@ -51,8 +51,8 @@ from ..runtime import EXPORT_FORMAT, INPUT_NAME, METADATA_PREFIX, OUTPUT_NAME, r
 from ..runtime_magenta import (EMBEDDING_NAME, EMBEDDING_SIZE, KIND, MIN_SIZE, PAD_MULTIPLE, PREDICTOR_KIND,
                                STYLE_NAME, STYLE_SIZE, MagentaStylizer, style_square)
 from .checks import _sample_photos, checked, smooth
-from .common import (DEFAULT_OPSET, DEFAULT_TOLERANCE, MIN_OPSET, PathLike, check_opset, check_output, max_opset,
-                     onnx_modules, quiet, refuse_existing)
+from .common import (DEFAULT_OPSET, DEFAULT_TOLERANCE, MIN_OPSET, PathLike, check_output, max_opset,
+                     onnx_modules, quiet, refuse_existing, tidy_model)
 
 METHOD = "magenta"
 PREDICTOR_SUFFIX = ".predict.onnx"
@@ -111,15 +111,7 @@ def _trace(module: torch.nn.Module, args: tuple, dynamic: tuple, inputs: list[st
         raise AtelierError(f"torch could not export the magenta {what} to ONNX ({type(e).__name__}: {first[:200]}); "
                            "please report this") from None
     model = onnx_program.model_proto
-    check_opset(model, opset)
-    for value in list(model.graph.input) + list(model.graph.output):
-        for dim, name in zip(value.type.tensor_type.shape.dim, dims[value.name]):
-            if name is not None:
-                dim.dim_param = name
-    del model.graph.value_info[:]
-    for node in model.graph.node:
-        del node.metadata_props[:]
-    return model
+    return tidy_model(model, opset, dims)
 
 
 def _metadata(model: Any, nets: Any, kind: str, opset: int, inputs: str, outputs: str, diff: Optional[float],

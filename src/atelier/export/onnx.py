@@ -20,8 +20,8 @@ from ..options import check_number
 from ..runtime import EXPORT_FORMAT, INPUT_NAME, METADATA_PREFIX, OUTPUT_NAME
 from .checks import check_set, checked, parity, psnr_gate, smooth
 from .common import (DEFAULT_CALIBRATION_COUNT, DEFAULT_CALIBRATION_SIZE, DEFAULT_MIN_PSNR, DEFAULT_OPSET,
-                     DEFAULT_TOLERANCE, ExportReport, ModelLike, PathLike, check_args, check_opset, load_student,
-                     onnx_modules, quiet, refuse_existing)
+                     DEFAULT_TOLERANCE, ExportReport, ModelLike, PathLike, check_args, load_student,
+                     onnx_modules, quiet, refuse_existing, tidy_model)
 from .quantize import quantize_model, spread
 
 
@@ -51,18 +51,8 @@ def _to_onnx(student: StudentModel, opset: int, trace_hw: tuple[int, int]) -> An
         raise AtelierError(f"torch could not export the {gen.name} generator to ONNX ({type(e).__name__}: "
                            f"{first[:200]}); please report this with the model's config.json") from None
     model = onnx_program.model_proto
-    check_opset(model, opset)
-    # Name the symbolic dimensions (the trace calls them s0, s53, ...), and drop what would leak this machine's
-    # paths or bloat the file: per-node debugging metadata (source file stack traces) and intermediate shapes.
-    for value in list(model.graph.input) + list(model.graph.output):
-        dims = value.type.tensor_type.shape.dim
-        for dim, name in zip(dims, ("batch", None, "height", "width")):
-            if name is not None:
-                dim.dim_param = name
-    del model.graph.value_info[:]
-    for node in model.graph.node:
-        del node.metadata_props[:]
-    return model
+    return tidy_model(model, opset, {v.name: ("batch", None, "height", "width")
+                                     for v in list(model.graph.input) + list(model.graph.output)})
 
 
 def set_metadata(model: Any, student: StudentModel, opset: int, quantize: str, min_input: int,
