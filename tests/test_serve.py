@@ -38,7 +38,7 @@ from atelier.methods import OnePassMethod
 from atelier.methods.feedforward import BUNDLED_DIR
 from atelier.serve import create_app, run_server, serve_in_thread
 from atelier.serve.jobs import token_hash
-from conftest import ToyColour
+from conftest import ToyColour, registered_methods
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -869,11 +869,8 @@ TOYS = {"toy-colour": ToyColour, "toy-blend": ToyBlend, "toy-missing": ToyMissin
 
 @pytest.fixture
 def toys():
-    for name, cls in TOYS.items():
-        registry.register("method", name, cls, description=cls.description)
-    yield
-    for name in TOYS:
-        registry.unregister("method", name)
+    with registered_methods(TOYS):
+        yield
 
 
 @pytest.fixture
