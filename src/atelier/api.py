@@ -90,7 +90,7 @@ def stylize(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike], Non
     one the method does not read is refused, as is a style image given to a student (its style is baked in).
     """
     m = find_method(method, model)
-    given = set(options)
+    given, reads = set(options), m.options
     opts = StylizeOptions.from_kwargs(**options).replace(method=m.name, model=None)
     m.refuse_inapplicable(given)
     opts = m.resolve(opts)
@@ -104,7 +104,7 @@ def stylize(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike], Non
         "atelier_version": __version__,
         "method": m.name,
         **painting.metadata,
-        **({"seed": opts.seed} if "seed" in m.options else {}),
+        **({"seed": opts.seed} if "seed" in reads else {}),
         "content": _label(content),
         "styles": [_label(s) for s in styles],
         "size": list(painting.image.shape[-2:]),
@@ -113,7 +113,7 @@ def stylize(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike], Non
         "seconds": round(painting.seconds, 3),
         "device": str(device),
         "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(opts).items()
-                    if k in m.options or k in given},
+                    if k in reads or k in given},
     }
     return StylizeResult(painting.image.detach().cpu(), m.name, opts, painting.evaluations, painting.optimizer_steps,
                          painting.seconds, painting.history, metadata)
@@ -175,6 +175,9 @@ def stylize_folder(folder: Union[str, os.PathLike], out_dir: Union[str, os.PathL
         raise AtelierError(f"cannot create output folder {out_dir} ({e.strerror or e})") from None
     check_output_path(out_dir / "check.png")  # writable? (nothing is written)
     max_pixels = options.get("max_pixels", StylizeOptions.max_pixels)
+    # Style files are decoded once, not once a photo (the gate gives a PIL image the pixels of its file).
+    style_names = [_label(s) for s in styles]
+    styles = [open_image(s, max_pixels) if isinstance(s, (str, os.PathLike)) else s for s in styles]
     done = FolderResult([], [], 0.0, m.name)
     try:
         for i, (src, target) in enumerate(pairs):
@@ -184,7 +187,7 @@ def stylize_folder(folder: Union[str, os.PathLike], out_dir: Union[str, os.PathL
                 done.skipped.append((src.name, str(e)))
             else:
                 result = stylize(picture, styles or None, m, **options)
-                result.metadata["content"] = src.name
+                result.metadata.update(content=src.name, styles=style_names)
                 done.written.append(result.save(target))
                 done.seconds += result.seconds
             if progress is not None:

@@ -21,6 +21,7 @@ inputs through the one gate and calls ``run``.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterable, Optional, Sequence
@@ -126,5 +127,6 @@ class OnePassMethod(Method):
                         metadata={"weights": self.weights, "random_weights": self.random_weights})
 
 
+@functools.lru_cache(maxsize=1)
 def all_options() -> frozenset:
     return frozenset(f.name for f in fields(StylizeOptions))
