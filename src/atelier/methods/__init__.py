@@ -32,8 +32,10 @@ def find(spec: Any) -> Method:
                            f"{type(spec).__name__ if not isinstance(spec, str) else repr(spec)}")
     if looks_like_path(spec):
         return StudentMethod(spec)
-    if spec in registry.names("method"):
-        return registry.create("method", spec)
-    if Path(spec).is_dir():  # a bare word that is a folder here, as for --model
-        return StudentMethod(spec)
-    return registry.get("method", spec).factory()()  # raises: unknown method, with the valid names
+    try:
+        entry = registry.get("method", spec)  # a registered name; bundled students are only scanned if needed
+    except AtelierError:
+        if Path(spec).is_dir():  # a bare word that is a folder here, as for --model
+            return StudentMethod(spec)
+        raise  # unknown method, with the valid names
+    return entry.factory()()
