@@ -108,6 +108,17 @@ def page(browser, server):
     assert problems == [], problems  # script errors and CSP violations both land here
 
 
+
+def downloaded(page, name: str) -> Image.Image:
+    """Click the page's download button; the file must be offered as ``name``. Returns it, loaded."""
+    with page.expect_download() as info:
+        page.click("#download")
+    download = info.value
+    assert download.suggested_filename == name
+    got = Image.open(download.path())
+    got.load()
+    return got
+
 def image_size(pg, selector: str) -> tuple[int, int]:
     """The picture's own size, after checking the page shows it at that size (a wide enough window)."""
     natural = pg.eval_on_selector(selector, "img => [img.naturalWidth, img.naturalHeight]")
@@ -130,12 +141,7 @@ def test_student_from_upload_to_result_and_download(page, tmp_path):
     assert page.is_hidden("#error")
     assert page.text_content("#status").startswith("done")
     assert "128×85" in page.text_content("#result-info")
-    with page.expect_download() as info:
-        page.click("#download")
-    download = info.value
-    assert download.suggested_filename == "cat-starry-tiny.png"
-    got = Image.open(download.path())
-    got.load()
+    got = downloaded(page, "cat-starry-tiny.png")
     assert got.size == (128, 85)
     # What the page offers is exactly what the library makes of that photo.
     expected = api.stylize(open_image(photo), model="starry-tiny", size=128).image
@@ -181,12 +187,7 @@ def test_one_pass_method_with_a_style_upload_from_upload_to_result(page, tmp_pat
     assert image_size(page, "#result") == (80, 53)
     assert page.text_content("#status").startswith("done")
     assert "80×53, toy-colour" in page.text_content("#result-info")
-    with page.expect_download() as info:
-        page.click("#download")
-    download = info.value
-    assert download.suggested_filename == "photo-toy-colour.png"
-    got = Image.open(download.path())
-    got.load()
+    got = downloaded(page, "photo-toy-colour.png")
     # What the page offers is exactly what the library makes of that photo and that style.
     expected = api.stylize(open_image(photo), open_image(style), ToyColour(), size=80).image
     assert np.array_equal(np.asarray(got.convert("RGB")), np.asarray(expected))
