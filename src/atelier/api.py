@@ -98,7 +98,10 @@ def stylize(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike], Non
     m.check_styles(len(styles))
     device = resolve_device(opts.device)
     content_t = to_image_tensor(content, opts.size, opts.max_pixels, "content")
-    style_ts = [to_image_tensor(s, m.style_side(opts), opts.max_pixels, "style") for s in styles]
+    if m.style == "named":  # a style set: names, checked here, reach run as they are
+        style_ts = [m.find_style(s) for s in styles]
+    else:
+        style_ts = [to_image_tensor(s, m.style_side(opts), opts.max_pixels, "style") for s in styles]
     painting = m.run(content_t, style_ts, opts, device, callback)
     metadata = {
         "atelier_version": __version__,
@@ -177,7 +180,8 @@ def stylize_folder(folder: Union[str, os.PathLike], out_dir: Union[str, os.PathL
     max_pixels = options.get("max_pixels", StylizeOptions.max_pixels)
     # Style files are decoded once, not once a photo (the gate gives a PIL image the pixels of its file).
     style_names = [_label(s) for s in styles]
-    styles = [open_image(s, max_pixels) if isinstance(s, (str, os.PathLike)) else s for s in styles]
+    if m.style != "named":
+        styles = [open_image(s, max_pixels) if isinstance(s, (str, os.PathLike)) else s for s in styles]
     done = FolderResult([], [], 0.0, m.name)
     try:
         for i, (src, target) in enumerate(pairs):
@@ -227,6 +231,25 @@ def make_lite(out: Union[str, os.PathLike], source: Optional[Union[str, os.PathL
     if out.exists():
         raise OptionError("out", f"{out} exists; choose a new folder (an existing folder is never overwritten)")
     return make_lite_from_effnet(out, source, name, levels)
+
+
+def list_styles(model: Optional[ModelLike] = None) -> list[dict[str, Any]]:
+    """The named styles of a style set (``model``: a name or folder), or of every bundled style set: one record per
+    style with ``model``, ``style``, ``painting`` (the style image's file name) and ``folder``."""
+    from .methods.feedforward import list_students
+
+    if model is not None:
+        folders = [load_student(model)]
+    else:
+        folders = [load_student(s["folder"]) for s in list_students() if s.get("condition") == "styles"]
+    out = []
+    for m in folders:
+        if m.condition != "styles":
+            raise AtelierError(f"{m.name} is not a style set (it has no named styles)")
+        paintings = m.config["condition"].get("style_images") or [None] * len(m.style_names)
+        out += [{"model": m.name, "style": name, "painting": painting, "folder": str(m.folder)}
+                for name, painting in zip(m.style_names, paintings)]
+    return out
 
 
 def list_methods() -> list[dict[str, Any]]:

@@ -55,6 +55,32 @@ class _Progress:
             self.bar = None
 
 
+def _whole(flag: str, low: int, high: int):
+    """An argparse type: a whole number in [low, high], or a one-line error naming ``flag``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes a whole number, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{flag} must be from {low} to {high}, got {value}")
+        return value
+    return parse
+
+
+def _unit(flag: str):
+    """An argparse type: a number in [0, 1], or a one-line error naming ``flag``."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes a number from 0 to 1, got {text!r}") from None
+        if not 0.0 <= value <= 1.0:  # NaN fails too
+            raise argparse.ArgumentTypeError(f"{flag} must be from 0 to 1, got {text}")
+        return value
+    return parse
+
+
 def _log(args: argparse.Namespace):
     """Log lines to stderr, or None under --quiet."""
     return None if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -159,6 +185,34 @@ def cmd_methods(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_styles(args: argparse.Namespace) -> int:
+    """The named styles of the bundled style sets (or of --model)."""
+    from .api import list_styles
+
+    styles = list_styles(args.model)
+    if not styles:
+        print("no style set is installed (train one: atelier train styles)")
+        return 0
+    for s in styles:
+        print(f"{s['style']:<18} {s['model']:<14} {s['painting'] or ''}")
+    return 0
+
+
+def cmd_sheet(args: argparse.Namespace) -> int:
+    """Every named style of a style set painted on one photo, labelled, in one picture."""
+    from .images import check_output_path, save_image
+    from .sheets import style_sheet
+
+    out = check_output_path(args.output)
+    if Path(args.photo).exists() and out.exists() and out.resolve() == Path(args.photo).resolve():
+        raise OptionError("output", f"{out} is the photo; choose another name so it is not overwritten")
+    sheet, records = style_sheet(args.photo, args.model, size=args.size, strength=args.strength,
+                                 columns=args.columns, styles=args.style)
+    path = save_image(sheet, out, metadata={"photo": Path(args.photo).name, "cells": records})
+    print(f"wrote {path}: {len(records)} styles ({sum(r['seconds'] for r in records):.2f} s of painting)")
+    return 0
+
+
 def cmd_weights_fetch(args: argparse.Namespace) -> int:
     from .api import fetch_weights
 
@@ -206,6 +260,22 @@ def cmd_train_lite(args: argparse.Namespace) -> int:
     from .train.lite import train_lite
 
     return _train(args, LiteTrainOptions, train_lite)
+
+
+def cmd_train_styles(args: argparse.Namespace) -> int:
+    """Train a style set: one conditional generator, several named styles (atelier.train.styles)."""
+    from .options import StyleSetTrainOptions
+    from .train.styles import train_styles
+
+    return _train(args, StyleSetTrainOptions, train_styles)
+
+
+def cmd_train_arbitrary(args: argparse.Namespace) -> int:
+    """Train an arbitrary-style student from the Magenta teacher (atelier.train.styles)."""
+    from .options import ArbitraryTrainOptions
+    from .train.styles import train_arbitrary
+
+    return _train(args, ArbitraryTrainOptions, train_arbitrary)
 
 
 def cmd_train_student(args: argparse.Namespace) -> int:
@@ -328,6 +398,27 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_demo)
 
+    st = sub.add_parser("styles", help="list the named styles of the bundled style sets",
+                        description="List the named styles of the bundled style sets (or of --model): use one with "
+                                    "atelier stylize PHOTO --model SET --style NAME.")
+    st.add_argument("--model", "-m", default=None, metavar="SET", help="a style set's name or folder (default: "
+                                                                        "every bundled one)")
+    st.set_defaults(func=cmd_styles)
+    sh = sub.add_parser("sheet", help="paint every style of a style set on one photo, labelled, in one picture",
+                        description="Paint PHOTO in every named style of the bundled style sets (or --model), one "
+                                    "forward pass each, and write a labelled grid.")
+    sh.add_argument("photo", metavar="PHOTO", help="the photograph")
+    sh.add_argument("--output", "-o", required=True, metavar="SHEET", help="picture to write (.png, .jpg, .webp)")
+    sh.add_argument("--model", "-m", default=None, metavar="SET", help="a style set's name or folder (default: "
+                                                                        "every bundled one)")
+    sh.add_argument("--style", "-s", action="append", default=[], metavar="NAME",
+                    help="only this style (repeat for several; default: all)")
+    sh.add_argument("--size", type=_whole("--size", 16, 4096), default=384, help="long side of each cell in pixels "
+                                                                               "(default: 384)")
+    sh.add_argument("--strength", type=_unit("--strength"), default=1.0, help="0 = the photo, 1 = the full style "
+                                                                             "(default: 1)")
+    sh.add_argument("--columns", type=_whole("--columns", 0, 64), default=0, help="cells per row (0: near-square)")
+    sh.set_defaults(func=cmd_sheet)
     m = sub.add_parser("methods", help="list the engines and whether each can run here")
     m.set_defaults(func=cmd_methods)
 
@@ -352,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=cmd_weights_make_lite)
 
     from .bench import BenchOptions
-    from .options import LiteTrainOptions, StudentTrainOptions
+    from .options import ArbitraryTrainOptions, LiteTrainOptions, StudentTrainOptions, StyleSetTrainOptions
     from .options import PrepareOptions
 
     t = sub.add_parser("train", help="train models (the lite encoder, students)")
@@ -366,6 +457,15 @@ def build_parser() -> argparse.ArgumentParser:
                      "train a feed-forward student on a pairs folder (atelier prepare)",
                      "Train a pix2pix-style generator to imitate a teacher's pictures in one pass. Runs under "
                      "`torchrun --nproc_per_node N` as it is.")
+    _options_command(tsub, "styles", StyleSetTrainOptions, cmd_train_styles,
+                     "train one conditional student for several named styles (one pairs folder each)",
+                     "Train a tiny conditional generator on one pairs folder per style (atelier prepare); the model "
+                     "paints every style, blends and a strength in one pass. Runs under torchrun as it is.")
+    _options_command(tsub, "arbitrary", ArbitraryTrainOptions, cmd_train_arbitrary,
+                     "train an arbitrary-style student from the magenta teacher",
+                     "Train a tiny generator conditioned on Magenta's style embedding: the teacher labels a bank of "
+                     "photo crops with augmented and mixed style embeddings, kept in the run folder; then any style "
+                     "image paints in one pass.")
     _options_command(sub, "prepare", PrepareOptions, cmd_prepare,
                      "make (photo, stylised) training pairs with a teacher",
                      "Stylise every photograph of a folder with a teacher (gatys, lite, effnet or magenta) and write "

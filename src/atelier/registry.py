@@ -115,6 +115,8 @@ register("generator", "transformer", "atelier.nets.transformer:TransformerGenera
          description="small vision-transformer generator (self-attention at 1/patch resolution)")
 register("generator", "tiny", "atelier.nets.tiny:TinyGenerator",
          description="depthwise-separable net for low-end CPUs (well under 2 MB)")
+register("generator", "tiny-cond", "atelier.nets.cond:CondTinyGenerator",
+         description="conditional tiny net: many styles, or any style from its embedding, in one model")
 # Teachers: factories ``(options: dict, device: str, seed: int) -> teachers.Teacher``.
 register("teacher", "gatys", "atelier.teachers.optimize:gatys_teacher",
          description="the gatys engine (VGG19) with fixed options")

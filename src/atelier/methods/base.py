@@ -4,8 +4,9 @@ A method is a small object, registered by name (``registry.register("method", NA
 as a model folder (``atelier.methods.find``):
 
 - ``name``, ``kind`` (``"optimisation"``, ``"student"`` or ``"one-pass"``) and a one-line ``description``;
-- ``style``: ``"required"`` (one or more style images, blended by ``style_weights``) or ``"baked"`` (a trained
-  student: its style is in its weights, and a style image given to it is refused);
+- ``style``: ``"required"`` (one or more style images, blended by ``style_weights``), ``"baked"`` (a trained
+  student: its style is in its weights, and a style image given to it is refused) or ``"named"`` (a style set: one
+  or more of its style names, ``find_style(name)``, blended by ``style_weights``; ``run`` gets the names);
 - ``options``: the ``StylizeOptions`` fields it reads. Any other option the caller gave is refused with one line
   (``refuse_inapplicable``), never silently ignored;
 - ``availability()`` -> ``(ok, reason)``, reading no weights;
@@ -93,6 +94,10 @@ class Method:
                                "takes one)")
         if self.style == "required" and not count:
             raise AtelierError(f"a style image is needed for method {self.name}; pass one, or use a trained student")
+        if self.style == "named" and not count:
+            names = ", ".join(getattr(self, "style_names", ()))
+            raise AtelierError(f"{self.name} paints named styles: choose one with --style NAME ({names}; atelier "
+                               "styles lists them)")
 
     def run(self, content: torch.Tensor, styles: Sequence[torch.Tensor], options: StylizeOptions,
             device: torch.device, callback: Optional[Callback] = None) -> Painting:

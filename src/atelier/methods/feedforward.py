@@ -43,7 +43,7 @@ from ..nets import build_generator
 from ..options import StylizeOptions
 from ..progress import Callback
 from ..tiling import DEFAULT_OVERLAP, check_tiling, iter_tiles
-from .base import COMMON_OPTIONS, ONE_PASS_OPTIONS, Method, Painting
+from .base import COMMON_OPTIONS, CONDITIONED_OPTIONS, ONE_PASS_OPTIONS, Method, Painting
 
 KIND = "student"
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"  # atelier/weights: shipped model folders
@@ -90,7 +90,7 @@ def list_students() -> list[dict[str, Any]]:
     for name, folder in _bundled().items():
         config = _student_config(folder) or {}
         out.append({"name": name, "description": _describe(name, config), "style": config.get("style"),
-                    "folder": str(folder)})
+                    "condition": condition_type(config), "folder": str(folder)})
     return out
 
 
@@ -120,6 +120,38 @@ def resolve_model(name_or_path: PathLike) -> Path:
     names = ", ".join(bundled) or "none are installed"
     raise AtelierError(f"unknown model {text!r}: no such folder, and no bundled student has that name "
                        f"(bundled: {names}); give a student model folder path")
+
+
+CONDITIONS = {"styles": "named", "magenta-embedding": "required"}  # condition type -> the method's style kind
+MAGENTA_EMBEDDING = 100
+
+
+def condition_type(config: dict[str, Any]) -> Optional[str]:
+    c = config.get("condition")
+    return c.get("type") if isinstance(c, dict) else None
+
+
+def _check_condition(config: dict[str, Any], args: dict[str, Any], folder: Path) -> None:
+    """A conditional student's config agrees with its generator (one line naming the damage otherwise)."""
+    c = config.get("condition")
+    if c is None:
+        if "cond_dim" in args:
+            raise AtelierError(f"{folder / 'config.json'}: a conditional generator without a condition; the model "
+                               "folder is damaged")
+        return
+    kind = c.get("type") if isinstance(c, dict) else None
+    if kind not in CONDITIONS or "cond_dim" not in args:
+        raise AtelierError(f"{folder / 'config.json'}: unknown condition {kind!r} (known: {', '.join(CONDITIONS)}) "
+                           "or a generator that takes none; upgrade atelier or fix the model folder")
+    if kind == "styles":
+        names = c.get("styles")
+        if not (isinstance(names, list) and names and all(isinstance(n, str) and n for n in names)
+                and len(set(names)) == len(names) and len(names) == args["cond_dim"]):
+            raise AtelierError(f"{folder / 'config.json'}: condition.styles must name the {args['cond_dim']} styles, "
+                               "once each; the model folder is damaged")
+    elif args["cond_dim"] != MAGENTA_EMBEDDING:
+        raise AtelierError(f"{folder / 'config.json'}: a magenta-embedding student takes {MAGENTA_EMBEDDING} "
+                           f"numbers, its generator {args['cond_dim']}; the model folder is damaged")
 
 
 # ------------------------------------------------------------------------------------------------- model
@@ -153,6 +185,36 @@ class StudentModel:
         return _describe(self.name, self.config)
 
     @property
+    def condition(self) -> Optional[str]:
+        """None (one style, baked in), ``"styles"`` (a style set: named styles) or ``"magenta-embedding"``."""
+        return condition_type(self.config)
+
+    @property
+    def style_names(self) -> list[str]:
+        """The named styles of a style set (empty for other students)."""
+        return list(self.config["condition"]["styles"]) if self.condition == "styles" else []
+
+    def style_condition(self, names: Sequence[str], weights: Optional[Sequence[float]] = None) -> torch.Tensor:
+        """The condition ``[1, n]`` of a style set for ``names`` mixed by ``weights`` (equal by default)."""
+        from .magenta import mix
+
+        known = self.style_names
+        hot = torch.eye(len(known))
+        return mix([hot[known.index(self.find_style(n))].unsqueeze(0) for n in names], weights)
+
+    def find_style(self, name: str) -> str:
+        """The style set's name for ``name`` (exact, or ignoring case and ``-``/``_``/spaces), or a one-line error."""
+        known = self.style_names
+        if name in known:
+            return name
+        def key(text: str) -> str:
+            return "".join(ch for ch in str(text).lower() if ch.isalnum())
+        matches = [k for k in known if key(k) == key(name)]
+        if len(matches) == 1:
+            return matches[0]
+        raise AtelierError(f"{self.name} has no style {name!r}; its styles: {', '.join(known)} (atelier styles)")
+
+    @property
     def min_tile(self) -> int:
         """The smallest tile side the generator runs without padding it up (its ``min_size``)."""
         return int(getattr(self.generator, "min_size", 1))
@@ -179,6 +241,7 @@ class StudentModel:
             generator = build_generator(gen, args)
         except AtelierError as e:
             raise AtelierError(f"{folder}: {e}") from None
+        _check_condition(config, args, folder)
         load_into(generator, load_model_weights(folder), folder)
         try:
             digest = sha256_file(folder / WEIGHTS_NAME)[:12]
@@ -197,19 +260,27 @@ class StudentModel:
         return self._copies[key]
 
     def run(self, image: torch.Tensor, tile: int = 0, overlap: int = DEFAULT_OVERLAP,
-            device: Optional[Union[str, torch.device]] = None) -> torch.Tensor:
+            device: Optional[Union[str, torch.device]] = None, cond: Optional[torch.Tensor] = None,
+            strength: Optional[float] = None) -> torch.Tensor:
         """Stylise ``image`` (``[N,3,H,W]`` in [0,1]); returns the same shape on ``image``'s device.
 
         ``tile=0``: one pass. ``tile=T``: tiles of at most T x T overlapping by at least ``overlap`` pixels, blended
         (see the module docstring); peak memory is the output image plus one tile's activations. ``device``: where
-        the net runs (default: the CPU); tiles travel there and back one at a time.
+        the net runs (default: the CPU); tiles travel there and back one at a time. ``cond`` (``[1, cond_dim]``) and
+        ``strength`` (0 = the photo, 1 = the full style) are for conditional students (``condition``): every tile
+        gets the same condition.
         """
+        if self.condition is not None and cond is None:
+            raise AtelierError(f"{self.name} is a conditional student: give it a style "
+                               f"({'a style name' if self.condition == 'styles' else 'a style image'})")
         if not isinstance(image, torch.Tensor) or image.dim() != 4 or image.shape[1] != 3:
             shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
             raise AtelierError(f"a student takes an image tensor [N,3,H,W], got {shape}")
         check_tiling(tile, overlap, self.min_tile, f"{self.generator.name} generator")
         dev = torch.device(device) if device is not None else torch.device("cpu")
         net = self._net(dev)
+        if cond is not None:
+            net = functools.partial(net, cond=cond.to(dev, torch.float32), strength=strength)
         h, w = int(image.shape[-2]), int(image.shape[-1])
         with torch.inference_mode():
             if not tile or (h <= tile and w <= tile):
@@ -217,7 +288,7 @@ class StudentModel:
             return self._tiled(net, image, tile, overlap, dev)
 
     @staticmethod
-    def _tiled(net: torch.nn.Module, image: torch.Tensor, tile: int, overlap: int,
+    def _tiled(net: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor, tile: int, overlap: int,
                dev: torch.device) -> torch.Tensor:
         h, w = int(image.shape[-2]), int(image.shape[-1])
         out = torch.zeros(image.shape[0], 3, h, w, dtype=torch.float32, device=image.device)
@@ -280,12 +351,33 @@ class StudentMethod(Method):
         self._model = folder if isinstance(folder, StudentModel) else None
         if self._model is not None:
             self.folder, self.label = self._model.folder, self._model.name
+            config = self._model.config
         else:
             self.folder = resolve_model(folder)
             # Missing folder, another kind, a newer format or a damaged config: one line, before anything runs.
-            given = read_model_config(self.folder, KIND).get("name")  # named as StudentModel.from_folder names it
+            config = read_model_config(self.folder, KIND)
+            given = config.get("name")  # named as StudentModel.from_folder names it
             self.label = given if isinstance(given, str) and given else self.folder.resolve().name
         self.name = f"{KIND}:{self.label}"
+        self.condition = condition_type(config)
+        if self.condition is not None:
+            # A conditional student: a style set takes style names, the arbitrary student style images; both blend
+            # several (style_weights) and dial the style (strength: a blend with the photo in the same pass).
+            self.style = CONDITIONS.get(self.condition, "required")
+            self.options = COMMON_OPTIONS | ONE_PASS_OPTIONS | CONDITIONED_OPTIONS | {"style_weights"}
+            self.blends_styles = True
+            self.style_names = list(config["condition"].get("styles") or []) if self.condition == "styles" else []
+            if self.condition == "magenta-embedding":
+                self.options = self.options | {"magenta_weights"}  # the style predictor's weights
+
+    def style_side(self, options: StylizeOptions) -> Optional[int]:
+        return 512  # the arbitrary student embeds the centre square of a style image at 256 px
+
+    def find_style(self, name: Any) -> str:
+        """A style set's name for ``name`` (see ``StudentModel.find_style``); a path or image is refused."""
+        if not isinstance(name, str):
+            raise AtelierError(f"{self.label} takes style names, not images: {', '.join(self.style_names)}")
+        return self.model.find_style(name)
 
     @property
     def description(self) -> str:  # type: ignore[override]
@@ -297,6 +389,12 @@ class StudentMethod(Method):
             read_model_config(Path(self.folder), KIND)
         except AtelierError as e:
             return False, str(e)
+        if self.condition == "magenta-embedding":
+            from ..nets.magenta_port import find_magenta_weights
+
+            source, reason = find_magenta_weights()  # the default source (a --magenta-weights file is checked at run)
+            if source is None:
+                return False, f"its style embeddings need Magenta's style predictor: {reason}"
         return True, f"student model folder {self.folder}"
 
     @property
@@ -307,13 +405,25 @@ class StudentMethod(Method):
             device: torch.device, callback: Optional[Callback] = None) -> Painting:
         model = self.model
         t0 = time.perf_counter()
-        image = model.run(content, tile=options.tile, device=device)
+        cond, style = None, model.style
+        if model.condition == "styles":
+            names = [self.find_style(n) for n in styles]
+            cond, style = model.style_condition(names, options.style_weights), names
+        elif model.condition == "magenta-embedding":
+            from ..nets.magenta_port import load_magenta
+            from .magenta import embed, mix
+
+            nets = load_magenta(options.magenta_weights, torch.device("cpu"))
+            cond, style = mix([embed(nets, s) for s in styles], options.style_weights), "style image embedding"
+        strength = options.strength if cond is not None else None
+        image = model.run(content, tile=options.tile, device=device, cond=cond, strength=strength)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
+        extra = {"strength": strength} if cond is not None else {}
         return Painting(image.detach().cpu(), seconds, metadata={
-            "weights": model.identity, "random_weights": False, "style": model.style,
-            "model_folder": str(model.folder), "tile": options.tile})
+            "weights": model.identity, "random_weights": False, "style": style,
+            "model_folder": str(model.folder), "tile": options.tile, **extra})
 
 
 def bundled_methods() -> dict[str, tuple[Callable[[], StudentMethod], str]]:

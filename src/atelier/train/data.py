@@ -87,15 +87,17 @@ class ImageBank:
 
 
 def crop_batch(items: Sequence, size: int, step: int, batch: int, seed: int, rank: int = 0,
-               world: int = 1) -> tuple[torch.Tensor, ...]:
+               world: int = 1, with_index: bool = False) -> tuple[torch.Tensor, ...]:
     """Random crops of step ``step``'s global batch, this process's slice, as float32 [b,3,size,size] in [0,1].
 
     ``items`` are uint8 [3,H,W] images, or tuples of same-sized ones (a photo and its stylised picture): every image
-    of a tuple gets the same crop and flip, and one batch per tuple position is returned.
+    of a tuple gets the same crop and flip, and one batch per tuple position is returned. ``with_index``: the items'
+    indices (int64 [b]) come last, for labels kept beside the images (a style per pair).
     """
     g = torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
     index = torch.randint(len(items), (batch,), generator=g).tolist()
     out: list[list[torch.Tensor]] = []
+    mine: list[int] = []
     for k, i in enumerate(index):
         group = items[i] if isinstance(items[i], tuple) else (items[i],)
         _, h, w = group[0].shape
@@ -106,4 +108,6 @@ def crop_batch(items: Sequence, size: int, step: int, batch: int, seed: int, ran
             continue
         crops = [img[:, top:top + size, left:left + size] for img in group]
         out.append([c.flip(-1) if flip else c for c in crops])
-    return tuple(torch.stack(list(column)).float().div_(255) for column in zip(*out))
+        mine.append(i)
+    columns = tuple(torch.stack(list(column)).float().div_(255) for column in zip(*out))
+    return columns + (torch.tensor(mine, dtype=torch.int64),) if with_index else columns

@@ -21,7 +21,7 @@ from __future__ import annotations
 import copy
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -43,12 +43,16 @@ PERCEPTUAL_CONTENT = ("conv4_2",)
 class PairBank:
     """(photo, teacher picture) pairs in memory as uint8; both are resized together so the short side >= crop."""
 
-    def __init__(self, pairs_dir: str, size: int, holdout: int, max_images: int = 0, log=None):
+    def __init__(self, pairs_dir: str, size: int, holdout: Optional[int], max_images: int = 0, log=None):
+        """``holdout``: how many pairs (the first by id) to keep out of training; None: all of them (a folder of
+        held-out pairs only)."""
         from .manifest import read_manifest
 
         self.root = Path(pairs_dir).expanduser()
         records = sorted(read_manifest(self.root), key=lambda r: r["id"])
-        if len(records) <= holdout:
+        if holdout is None:
+            holdout = len(records)
+        elif len(records) <= holdout:
             raise AtelierError(f"{self.root} has {len(records)} pairs; training needs more than --holdout {holdout}")
         self.held, train = records[:holdout], records[holdout:]
         if max_images:
@@ -115,18 +119,22 @@ class StudentTask(Task):
     def build(self, device: torch.device) -> dict[str, nn.Module]:
         o = self.options
         torch.manual_seed(o.seed)
-        g = build_generator(o.generator).to(device)
+        g = self.make_generator().to(device)
         modules: dict[str, nn.Module] = {"g": g}
         if o.gan_loss != "none":
             modules["d"] = build_discriminator().to(device)
         ema = copy.deepcopy(g).requires_grad_(False)
         modules["ema"] = ema
         self.perceptual = None
-        if o.perceptual_weight > 0:
+        if o.perceptual_weight > 0 or getattr(o, "style_weight", 0) > 0:
             if o.perceptual_net == "lite":
                 from ..features.lite import load_lite
 
                 self.perceptual = load_lite(device=device)
+            elif o.perceptual_net == "effnet":
+                from ..features.effnet import load_effnet
+
+                self.perceptual = load_effnet(device=device)
             else:
                 from ..features.vgg import find_vgg19_weights, load_vgg19
 
@@ -143,20 +151,40 @@ class StudentTask(Task):
             opts["d"] = torch.optim.Adam(modules["d"].parameters(), lr=o.learning_rate, betas=(o.beta1, 0.999))
         return opts
 
-    def _perceptual(self, fake: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        layers = [n for n in self.perceptual.layer_names if n in PERCEPTUAL_STYLE + PERCEPTUAL_CONTENT]
-        f = self.perceptual(fake, layers)
+    def perceptual_layers(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(content layers, style layers) of the perceptual net: VGG-shaped nets the four conv*_1 levels below
+        conv5 and conv4_2; other nets (effnet) their own stylisation defaults."""
+        names = self.perceptual.layer_names
+        if all(n in names for n in PERCEPTUAL_STYLE + PERCEPTUAL_CONTENT):
+            return PERCEPTUAL_CONTENT, PERCEPTUAL_STYLE
+        return tuple(self.perceptual.default_content_layers), tuple(self.perceptual.default_style_layers)
+
+    def _perceptual(self, fake: torch.Tensor, target: torch.Tensor,
+                    features: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
+        content, styles = self.perceptual_layers()
+        f = features if features is not None else self.perceptual(fake, list(dict.fromkeys(content + styles)))
         with torch.no_grad():
-            t = self.perceptual(target, layers)
-        c = sum(content_loss(f[k], t[k]) for k in PERCEPTUAL_CONTENT)
-        s = sum(style_loss(f[k], gram(t[k])) for k in PERCEPTUAL_STYLE) / len(PERCEPTUAL_STYLE)
+            t = self.perceptual(target, list(dict.fromkeys(content + styles)))
+        c = sum(content_loss(f[k], t[k]) for k in content)
+        s = sum(style_loss(f[k], gram(t[k])) for k in styles) / len(styles)
         return c + s
+
+    def make_generator(self) -> nn.Module:
+        return build_generator(self.options.generator)
+
+    def generate(self, g: nn.Module, batch) -> torch.Tensor:
+        """The generator's picture for a batch (conditional tasks pass the condition too)."""
+        return g(batch[0])
+
+    def extra_losses(self, fake: torch.Tensor, batch) -> dict[str, torch.Tensor]:
+        """Weighted loss terms a subclass adds to the generator's (name -> weighted scalar)."""
+        return {}
 
     def train_step(self, models, optimizers, batch, step) -> dict[str, float]:
         o = self.options
-        content, target = batch
+        content, target = batch[0], batch[1]
         g = models["g"]
-        fake = g(content)
+        fake = self.generate(g, batch)
         parts: dict[str, float] = {}
         if "d" in models:
             d = models["d"]
@@ -180,6 +208,9 @@ class StudentTask(Task):
             perc = self._perceptual(fake, target)
             loss_g = loss_g + o.perceptual_weight * perc
             parts["perceptual"] = float(perc.detach())
+        for key, term in self.extra_losses(fake, batch).items():
+            loss_g = loss_g + term
+            parts[key] = float(term.detach())
         loss_g.backward()
         optimizers["g"].step()
         parts["loss"] = float(loss_g.detach())
@@ -198,8 +229,8 @@ class StudentTask(Task):
                 e.copy_(b)
 
     def sample(self, modules, batch) -> torch.Tensor:
-        content, target = batch
-        student = modules["ema"](content)
+        content, target = batch[0], batch[1]
+        student = self.generate(modules["ema"], batch)
         rows = torch.cat([content, target, student.clamp(0, 1)], dim=3)  # photo | teacher | student (EMA)
         return torch.cat(list(rows), dim=1).unsqueeze(0)
 
