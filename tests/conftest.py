@@ -135,3 +135,29 @@ def registered_methods(methods: dict):
     finally:
         for name in methods:
             registry.unregister("method", name)
+
+
+def make_cond_student(folder, styles=None, seed: int = 0):
+    """A conditional student model folder made without training: a seeded ``tiny-cond`` generator whose convs are
+    scaled up and whose norms depend on the condition, so each style paints visibly its own picture (as a trained
+    net's do; a fresh one paints flat grey and ignores the condition). ``styles``: a style set of those names (their
+    paintings ``<name>.png``); None: the arbitrary student (Magenta's 100-number style embedding). Returns the
+    folder."""
+    from atelier.folders import save_model_folder
+    from atelier.methods.feedforward import MAGENTA_EMBEDDING
+    from atelier.nets import build_generator, generator_arch
+
+    torch.manual_seed(seed)
+    g = build_generator("tiny-cond", {"cond_dim": len(styles) if styles else MAGENTA_EMBEDDING, "width": 8,
+                                      "blocks": 1})
+    for m in g.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight)
+    nn.init.normal_(g.film.weight, 0, 0.5)
+    if styles:
+        condition = {"type": "styles", "styles": list(styles), "style_images": [f"{s}.png" for s in styles]}
+    else:
+        condition = {"type": "magenta-embedding", "dim": MAGENTA_EMBEDDING, "teacher": "random"}
+    return save_model_folder(folder, g.state_dict(), {"kind": "student", "condition": condition,
+                                                      "architecture": {"generator": "tiny-cond",
+                                                                       "args": generator_arch(g)}})

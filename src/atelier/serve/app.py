@@ -6,11 +6,15 @@ limit, nosniff), the open routes (``routes``: page, health, models, one-pass sty
 
     GET  /                      the web page (static/index.html; nothing loaded from elsewhere)
     GET  /healthz               {"status": "ok", ...} with the lanes' load
-    GET  /v1/models             students (bundled + --models DIR), one-pass methods and engines, each with the
-                                options a request may set, their defaults and bounds; the limits
+    GET  /v1/models             students (bundled + --models DIR: each with its style, baked, named with its
+                                style names, or required), one-pass methods and engines, each with the options a
+                                request may set, their defaults and bounds; the limits
     POST /v1/stylize            multipart, one pass -> image/png, either
                                   image, model=<student>, [size], [tile]  (a student: its style is baked in), or
-                                  image, method=<one-pass method>, style (1..its most), [the options it reads]
+                                  image, model=<style set>, style=<name> (1..its styles, text), [style_weights],
+                                    [strength], [size], [tile], or
+                                  image, model=<arbitrary student> or method=<one-pass method>, style (1..its most,
+                                    files), [the options it reads]
     POST /v1/jobs               multipart: image, style (1..max_styles), [method=lite], [options]
                                 -> 202 {"id", "token", ...}; the token is shown this once
 
@@ -37,7 +41,8 @@ Every error is JSON ``{"error": "<one line>"}``, FastAPI's own (404, 405, valida
     422  unknown option, model or method, an option the chosen method does not read, a method sent to the other
          endpoint (an engine to /v1/stylize, a student or one-pass method to /v1/jobs), a model folder that does not
          work, malformed value, value past a limit (size, iterations, number of styles), missing field (a style
-         image for a method that needs one), a style image for a student, method unavailable here
+         image for a method that needs one, a style name for a style set), a style image for a student that does
+         not take one, a style set's unknown style name, method or student unavailable here
     500  a bug (the traceback goes to the log, not to the client)
     503  a lane's queue is full; a job cut off by a shutdown. Always with ``Retry-After``
     504  a /v1/stylize request not answered within request_timeout; a job that ran past job_timeout (the job fails,
@@ -143,16 +148,24 @@ class Service:
 
     # The two kinds of work, each run on a lane's worker thread.
 
-    def run_student(self, name: str, key: Any, data: bytes, filename: str, options: dict[str, Any]) \
-            -> tuple[bytes, dict]:
+    def run_student(self, name: str, key: Any, data: bytes, filename: str, options: dict[str, Any],
+                    styles: Optional[list[Any]] = None) -> tuple[bytes, dict]:
+        """One pass of a student; ``styles``: a style set's names, or the arbitrary student's style uploads."""
         try:
             model = api.load_model(key)
         except AtelierError as e:  # a folder damaged past what the listing checks: unlisted from now on, 422
             raise self.catalog.load_failed(name, key, e) from None
-        image = inputs.decode(data, inputs.upload_label("image", filename), self.options.max_pixels)
-        result = api.stylize(image, model=model, max_pixels=self._output_pixels(), **options)
+        max_pixels = self.options.max_pixels
+        image = inputs.decode(data, inputs.upload_label("image", filename), max_pixels)
+        styles = styles or []
+        uploads = [s for s in styles if not isinstance(s, str)]
+        style = [s if isinstance(s, str) else inputs.decode(s[0], inputs.upload_label("style", s[1]), max_pixels)
+                 for s in styles]
+        result = api.stylize(image, style or None, model=model, max_pixels=self._output_pixels(), **options)
         metadata = public_metadata(result.metadata)  # no server paths out
         metadata["content"] = filename
+        if uploads:
+            metadata["styles"] = [upload_name for _d, upload_name in uploads]
         return png_bytes(result.image, metadata), metadata
 
     def run_one_pass(self, method: Any, data: bytes, filename: str, styles: list[tuple[bytes, str]],

@@ -16,6 +16,10 @@ Contracts:
 - Engines and one-pass methods that cannot run here are listed as unavailable with a reason in the service's
   words: what is missing, not the command-line advice or the server paths the library's full reason gives (that
   goes to the log).
+- Each student is listed with its style, from its Method and its config alone (no weights are read): ``baked``,
+  ``named`` (a style set: its style names and the file names of their paintings) or ``required`` (it paints the
+  style image a request uploads), whether it reads ``strength``, and whether it can run here (the arbitrary
+  student needs Magenta's style predictor; an unavailable one is listed with its reason and refused with 422).
 - One Method object per registered engine and one-pass method is kept while it is registered: the engines' give
   their options; the one-pass methods' serve every request (``one_pass_method``), so a net a method loads on its
   first run is loaded once, not on every request. Re-registering the name under another factory replaces it.
@@ -72,6 +76,30 @@ def client_reason(reason: str) -> str:
     return f"{first[:120]}; the service's operator can install what it needs (the service's log says how)"
 
 
+# What a config of the right kind but with fields of the wrong types raises on the way in (condition.styles a number,
+# say), before the library's own checks (which run when the model is loaded) can name it.
+_DAMAGE = (TypeError, ValueError, AttributeError, KeyError)
+
+
+def _damage(error: Exception) -> str:
+    return str(error) if isinstance(error, AtelierError) else \
+        f"config.json is damaged ({type(error).__name__}: {str(error)[:80]})"
+
+
+def style_facts(method: Method, config: dict[str, Any]) -> dict[str, Any]:
+    """A student's style for the listing: ``style`` (``baked``, ``named`` or ``required``), ``strength`` (whether it
+    reads it) and ``styles`` (a style set's names, each with its painting's file name or None; else empty)."""
+    names = list(getattr(method, "style_names", None) or ())
+    if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        raise AtelierError("config.json: condition.styles must name each style once; the model folder is damaged")
+    paintings = config["condition"].get("style_images") if names else None
+    if not (isinstance(paintings, list) and len(paintings) == len(names)):
+        paintings = [None] * len(names)
+    return {"style": method.style, "strength": "strength" in method.options,
+            "styles": [{"name": n, "painting": Path(p).name if isinstance(p, str) and p else None}
+                       for n, p in zip(names, paintings)]}
+
+
 class Catalog:
     """Students (bundled, then ``models_dir``) and engines, listed again every ``ttl`` seconds so models copied
     into the folder appear without a restart."""
@@ -114,8 +142,10 @@ class Catalog:
                     engines.append({"name": m["name"], "description": m["description"], "available": m["available"],
                                     "reason": reason, "defaults": m.get("defaults", {}), "_method": method})
                 elif m["kind"] == "student":
-                    students[m["name"]] = {"name": m["name"], "description": m["description"], "source": "bundled",
-                                           "_load": m["name"]}
+                    student = self._bundled_student(m["name"])
+                    if student is not None:
+                        students[m["name"]] = {"name": m["name"], "description": m["description"], "source": "bundled",
+                                               "available": m["available"], "reason": reason, **student}
                 elif m["kind"] == "one-pass":
                     method = self._method_object(m["name"])
                     if method is None:
@@ -128,7 +158,11 @@ class Catalog:
                                     f"know its kind {m['kind']!r}")
             found, broken = self._folder_students()
             for name, folder in found.items():
-                students[name] = folder  # the operator's folder wins over a bundled student of the same name
+                ok, why = folder["_method"].availability()  # what it needs may come or go with the folder unchanged
+                if not ok:
+                    self._warn_once(f"method:{name}", f"student {name} is unavailable: {why}")
+                # The operator's folder wins over a bundled student of the same name.
+                students[name] = {**folder, "available": ok, "reason": None if ok else client_reason(why)}
             served = set(one_pass) | {e["name"] for e in engines}
             self._methods = {k: v for k, v in self._methods.items() if k in served}  # unregistered: forgotten
             self._students, self._engines, self._one_pass = students, engines, one_pass
@@ -147,6 +181,16 @@ class Catalog:
             kept = (factory, factory())
             self._methods[name] = kept
         return kept[1]
+
+    def _bundled_student(self, name: str) -> Optional[dict[str, Any]]:
+        """A bundled student's style facts, Method object and load key; None if it cannot be read (logged)."""
+        try:
+            method = api.find_method(model=name)
+            facts = style_facts(method, read_model_config(method.folder, kind="student"))
+        except (AtelierError, *_DAMAGE) as e:
+            self._warn_once(f"method:{name}", f"student {name} is not served: {_damage(e)}")
+            return None
+        return {**facts, "_load": name, "_method": method}
 
     def _folder_students(self) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
         root = self.models_dir
@@ -175,18 +219,23 @@ class Catalog:
         try:
             config = read_model_config(entry, kind="student")
             check_weights(entry / WEIGHTS_NAME)
-        except AtelierError as e:
-            return None, str(e)
+            method = api.find_method(model=entry)
+            facts = style_facts(method, config)
+        except (AtelierError, *_DAMAGE) as e:
+            return None, _damage(e)
         arch = config.get("architecture", {}).get("generator", "?")
         text = config.get("description") if isinstance(config.get("description"), str) else None
         if not text:
             text = f"feed-forward student ({arch} generator)" + \
                 (f" in the style of {config['style']}" if config.get("style") else "")
-        return {"name": entry.name, "description": " ".join(text.split()), "source": "models", "_load": entry}, None
+        return {"name": entry.name, "description": " ".join(text.split()), "source": "models",
+                **facts, "_load": entry, "_method": method}, None
 
     def students(self) -> list[dict[str, Any]]:
+        """The students, each with its ``Method`` object under ``method`` (for its options and style)."""
         self._refresh()
-        return [{k: v for k, v in s.items() if not k.startswith("_")} for s in self._students.values()]
+        return [{**{k: v for k, v in s.items() if not k.startswith("_")}, "method": s["_method"]}
+                for s in self._students.values()]
 
     def engines(self) -> list[dict[str, Any]]:
         """The engines, each with its ``Method`` object under ``method`` (for its options)."""
@@ -230,13 +279,16 @@ class Catalog:
                                     "/v1/jobs (with its style images), not to /v1/stylize")
         raise ServiceError(422, f"unknown method {name[:60]!r}; /v1/stylize serves: {self._listing()} "
                                 "(GET /v1/models)")
+
     def _unusable(self, name: str) -> ServiceError:
         shown = ", ".join(self._students) or "none"
         return ServiceError(422, f"model {name[:60]!r} cannot be used: its folder on this service is not a working "
                                  f"student model (the service's log says why); available: {shown}")
 
-    def student_key(self, name: str) -> Any:
-        """What ``api.load_model`` gets for a listed name: the bundled name, or the listed folder's own path."""
+    def student(self, name: str) -> dict[str, Any]:
+        """A listed student's entry for ``POST /v1/stylize``: its ``Method`` object under ``method``, and under
+        ``key`` what ``api.load_model`` gets (the bundled name, or the listed folder's own path). Unknown names,
+        folders that do not work and students that cannot run here: 422."""
         self._refresh()
         entry = self._students.get(name)
         if entry is None:
@@ -251,7 +303,10 @@ class Catalog:
                 hint = f": {name} is an optimisation method; send it as method={name} to POST /v1/jobs"
             raise ServiceError(422, f"unknown model {name[:60]!r}{hint}; the students are: {shown} "
                                     "(GET /v1/models)")
-        return entry["_load"]
+        if not entry["available"]:
+            raise ServiceError(422, f"model {name} cannot run on this service: {entry['reason']}")
+        return {**{k: v for k, v in entry.items() if not k.startswith("_")}, "key": entry["_load"],
+                "method": entry["_method"]}
 
     def load_failed(self, name: str, key: Any, error: AtelierError) -> ServiceError:
         """A listed model that did not load (damaged past what the listing checks, or since): log it, list it no

@@ -51,7 +51,8 @@ MIN_SIZE = 16  # smallest output long side a request may ask for
 INIT_CHOICES = ("content", "random")
 _TILE_HELP = "tile side in pixels: large images run in overlapping tiles of this size (0: one pass)"
 # Help in the form's words where the library's help names a command-line flag.
-_FORM_HELP = {"style_weights": "blend weights, one per style image (default: equal)"}
+_FORM_HELP = {"style_weights": "blend weights, one per style image or style name (default: equal)",
+              "strength": "how far from the photo to go: 0 = the photo, 1 = the full style"}
 _FORMAT_NAMES = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP"}
 _FIELDS = {f.name: f for f in fields(StylizeOptions)}
 _HINTS = typing.get_type_hints(StylizeOptions)
@@ -138,6 +139,8 @@ def describe_options(names: tuple[str, ...], limits: ServeOptions,
             entry.update(min=1, max=limits.max_iterations)
         elif name in ("tile", "seed"):
             entry.update(min=0)
+        elif name == "strength":
+            entry.update(min=0, max=1)
         out.append(entry)
     return out
 

@@ -2,11 +2,17 @@
 student, or a one-pass method with style images); plus ``read_form``, the one reader of multipart requests.
 ``add_routes(app, service)`` puts them on the app.
 
-``POST /v1/stylize`` form fields: ``image`` (the photo, one file) and either ``model`` (a student's name: its style is
-baked in, so no ``style``; options ``size`` and ``tile``) or ``method`` (a one-pass method's name; a student's name
-works there too), with ``style`` (one file per style image, as many as the method takes, at most ``max_styles``)
-and the options that method reads (``GET /v1/models`` lists them). Engines (optimisation methods) are refused here
-with 422 pointing at ``/v1/jobs``.
+``POST /v1/stylize`` form fields: ``image`` (the photo, one file) and either ``model`` (a student's name) or
+``method`` (a one-pass method's name; a student's name works there too), and the options the student or method reads
+(``GET /v1/models`` lists them). ``style`` is what a student's ``style`` in the listing says:
+
+- ``baked`` (a plain student): no ``style``; options ``size`` and ``tile``;
+- ``named`` (a style set): ``style`` as text, one style name per field (or several, comma-separated), blended by
+  ``style_weights`` (one per name) and dialled by ``strength`` (0 = the photo, 1 = the full style);
+- ``required`` (the arbitrary student, and every one-pass method): ``style`` as files, one per style image, as
+  many as it takes (at most ``max_styles``).
+
+Engines (optimisation methods) are refused here with 422 pointing at ``/v1/jobs``.
 """
 
 from __future__ import annotations
@@ -38,9 +44,10 @@ FORM_FIELD_BYTES = 64 * 1024  # one option's text (files are not held to it)
 EXTRA_FILES = 16             # files past the expected count get a clear 422; far more stop the parser (400)
 
 
-async def read_form(request: Request, file_fields: tuple[str, ...], max_files: int) \
-        -> tuple[dict[str, str], dict[str, list[tuple[bytes, str]]]]:
-    """Text fields (each given once) and uploads (bytes, the client's file name or "") of a multipart request."""
+async def read_form(request: Request, file_fields: tuple[str, ...], max_files: int, names: tuple[str, ...] = ()) \
+        -> tuple[dict[str, Any], dict[str, list[tuple[bytes, str]]]]:
+    """Text fields (each given once) and uploads (bytes, the client's file name or "") of a multipart request. A
+    file field in ``names`` may come as text instead (style names): its values are then a list in the text."""
     ctype = request.headers.get("content-type", "").lower()
     # A urlencoded form cannot carry files, but it is still a form: let it through to "image is required".
     if not ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
@@ -51,7 +58,9 @@ async def read_form(request: Request, file_fields: tuple[str, ...], max_files: i
     async with request.form(max_files=max_files, max_fields=FORM_FIELDS, max_part_size=FORM_FIELD_BYTES) as form:
         for key in form.keys():
             values = form.getlist(key)
-            if key in file_fields:
+            if key in names and not any(isinstance(v, UploadFile) for v in values):
+                text[key] = [str(v) for v in values]
+            elif key in file_fields:
                 if not all(isinstance(v, UploadFile) for v in values):
                     raise ServiceError(422, f"{key} must be a file upload")
                 files[key] = [(await v.read(), inputs.clean_name(v.filename)) for v in values]
@@ -103,6 +112,64 @@ def check_styles(method: Method, styles: list[tuple[bytes, str]], values: dict[s
                                 "images; give one weight per style")
 
 
+def describe_student(entry: dict[str, Any], limits: Any) -> dict[str, Any]:
+    """A student's public entry in ``/v1/models``: its style (baked, named with its styles, or required), whether it
+    reads ``strength``, how many styles a request gives, and the options a request may set."""
+    method: Method = entry.pop("method")
+    fewest, most = style_bounds(method, limits.max_styles)
+    if method.style == "named":
+        fewest, most = 1, len(entry["styles"])
+    return {**entry, "kind": method.kind, "takes_style_images": method.style == "required",
+            "min_styles": fewest, "max_styles": most,
+            "options": inputs.describe_options(inputs.client_options(method), limits)}
+
+
+def _key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def named_styles(model: str, known: list[str], given: list[str], values: dict[str, Any]) -> list[str]:
+    """The style set's own names for the ``style`` text fields (matched as the library matches them: exactly, or
+    ignoring case, spaces, ``-`` and ``_``); 422 for none, an unknown name, a repeat, or weights that do not fit."""
+    listed = ", ".join(known)
+    texts = [t.strip() for t in given]
+    asked = [n.strip() for t in texts for n in ([t] if t in known else t.split(",")) if n.strip()]
+    if not asked:
+        raise ServiceError(422, f"style is required: {model} paints named styles; send one or more names as style "
+                                f"fields (its styles: {listed})")
+    chosen = []
+    for name in asked:
+        matches = [k for k in known if k == name] or [k for k in known if _key(k) == _key(name)]
+        if len(matches) != 1:
+            raise ServiceError(422, f"{model} has no style {name[:60]!r}; its styles: {listed}")
+        if matches[0] in chosen:
+            raise ServiceError(422, f"style {matches[0]} is given twice; give each style once (style_weights sets "
+                                    "their shares)")
+        chosen.append(matches[0])
+    if "style_weights" in values and len(values["style_weights"]) != len(chosen):
+        raise ServiceError(422, f"style_weights has {len(values['style_weights'])} values for {len(chosen)} styles; "
+                                "give one weight per style")
+    return chosen
+
+
+def student_styles(model: str, method: Method, names: list[str], uploads: list[tuple[bytes, str]],
+                   values: dict[str, Any], limits: Any) -> list[Any]:
+    """What a student paints from, by its ``style``: style names (a style set), style uploads (the arbitrary
+    student) or nothing (baked in); 422 for the other kind of ``style``."""
+    if method.style == "named":
+        if uploads:
+            raise ServiceError(422, f"{model} paints named styles: send their names as text style fields, not style "
+                                    f"images (its styles: {', '.join(method.style_names)})")
+        return named_styles(model, method.style_names, names, values)
+    if method.style == "baked" and (uploads or names):
+        raise ServiceError(422, f"{model} is a student: its style is baked in, so send no style (or choose a style "
+                                "set or a one-pass method, which take one)")
+    if names:
+        raise ServiceError(422, f"style must be a file upload: {model} paints in the style of the image you give it")
+    check_styles(method, uploads, values, limits)
+    return uploads
+
+
 def add_routes(app: FastAPI, service: "Service") -> None:
     options = service.options
 
@@ -127,7 +194,8 @@ def add_routes(app: FastAPI, service: "Service") -> None:
             lambda: (catalog.students(), catalog.one_pass(), catalog.engines()))
         for e in engines:
             e["options"] = inputs.describe_options(inputs.job_options(e.pop("method")), options)
-        return {"students": students, "one_pass": [describe_method(m, options) for m in one_pass], "engines": engines,
+        return {"students": [describe_student(s, options) for s in students],
+                "one_pass": [describe_method(m, options) for m in one_pass], "engines": engines,
                 "student_options": inputs.describe_options(inputs.STUDENT_OPTIONS, options),
                 "limits": {"max_upload_bytes": options.max_upload_bytes, "max_pixels": options.max_pixels,
                            "formats": [f.upper() for f in options.formats], "max_size": options.max_size,
@@ -137,7 +205,9 @@ def add_routes(app: FastAPI, service: "Service") -> None:
     @app.post("/v1/stylize")
     async def stylize(request: Request) -> Response:
         t0 = time.monotonic()
-        text, files = await read_form(request, ("image", "style"), max_files=options.max_styles + 1 + EXTRA_FILES)
+        text, files = await read_form(request, ("image", "style"), max_files=options.max_styles + 1 + EXTRA_FILES,
+                                      names=("style",))
+        names = [t for t in text.pop("style", []) if t.strip()]  # style names, for a style set
         model, name = text.pop("model", "").strip(), text.pop("method", "").strip()
         if model and name:
             raise ServiceError(422, "give model (a student) or method (a one-pass method), not both")
@@ -147,24 +217,27 @@ def add_routes(app: FastAPI, service: "Service") -> None:
         method = await run_in_threadpool(service.catalog.one_pass_method, name) if name else None
         if method is None:  # a student, named as model (or as method)
             model = model or name
-            key = await run_in_threadpool(service.catalog.student_key, model)
-            values = inputs.parse_options(text, inputs.STUDENT_OPTIONS, options, who="a student")
-            if files.get("style"):
-                raise ServiceError(422, f"{model} is a student: its style is baked in, so send no style file (or "
-                                        "choose a one-pass method, which takes one)")
+            student = await run_in_threadpool(service.catalog.student, model)
+            baked = student["style"] == "baked"
+            values = inputs.parse_options(text, inputs.client_options(student["method"]), options,
+                                          who="a student" if baked else f"student {model}")
+            styles = student_styles(model, student["method"], names, files.get("style", []), values, options)
         else:
+            if names:
+                raise ServiceError(422, f"style must be a file upload: method {method.name} paints in the style of "
+                                        "the image you give it")
             values = inputs.parse_options(text, inputs.client_options(method), options, method=method,
                                           who=f"method {method.name}")
-        data, filename = _one_image(files)
-        inputs.check_image(data, inputs.upload_label("image", filename), options)
-        if method is not None:
             styles = files.get("style", [])
             check_styles(method, styles, values, options)
-            for style_data, style_name in styles:
-                inputs.check_image(style_data, inputs.upload_label("style", style_name), options)
+        data, filename = _one_image(files)
+        inputs.check_image(data, inputs.upload_label("image", filename), options)
+        for style in styles:
+            if not isinstance(style, str):  # an upload (a style set's styles are names)
+                inputs.check_image(style[0], inputs.upload_label("style", style[1]), options)
         service.lane.reserve()
         if method is None:
-            future = service.lane.start(service.run_student, model, key, data, filename, values)
+            future = service.lane.start(service.run_student, model, student["key"], data, filename, values, styles)
             headers = {"X-Atelier-Model": model}
         else:
             future = service.lane.start(service.run_one_pass, method, data, filename, styles, values)

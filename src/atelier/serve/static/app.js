@@ -1,7 +1,10 @@
 // atelier's page: builds its form from GET /v1/models and sends each method by its kind: a student (POST
-// /v1/stylize with model=, one pass, its style baked in), a one-pass method (POST /v1/stylize with method= and the
-// style image(s) it takes, one pass) or an engine job (POST /v1/jobs, then polls GET /v1/jobs/{id}); it shows the
-// result with a download link. The options shown for a method are the ones /v1/models lists for it.
+// /v1/stylize with model=, one pass), a one-pass method (POST /v1/stylize with method= and the style image(s) it
+// takes, one pass) or an engine job (POST /v1/jobs, then polls GET /v1/jobs/{id}); it shows the result with a
+// download link. A student's style is as /v1/models lists it: baked in (nothing to choose), named (a style set: the
+// page lists its styles, to tick one or several, blended by weights, sent as style=<name> text fields with
+// style_weights) or required (a style image upload, as for a one-pass method). The options shown for a method are
+// the ones /v1/models lists for it; one bounded on both sides (strength, 0..1) is a slider.
 // Every error the service answers is {"error": "..."}; the page shows that message as it is.
 // Writes carry X-Atelier-Request: 1 (the service refuses writes without it: another site's form cannot send it).
 // A job is readable only with the token POST /v1/jobs gave: the page keeps it in memory (never in a URL or in
@@ -11,12 +14,12 @@
 
 // Options shown at once; a method's other options go under "More options".
 const MAIN_OPTIONS = {
-  student: ["size", "tile"],
+  student: ["size", "tile", "strength"],
   "one-pass": ["size", "strength", "style_scale"],
   engine: ["size", "iterations", "style_weight", "preserve_color", "seed"],
 };
 const GROUPS = [  // [kind, the /v1/models list, the menu's heading]
-  ["student", "students", "Students (one pass, fast, their own style)"],
+  ["student", "students", "Students (one pass, fast)"],
   ["one-pass", "one_pass", "One pass, with your style image"],
   ["engine", "engines", "Engines (optimisation, with your style image)"],
 ];
@@ -69,11 +72,17 @@ function entryOf(choice) {
   return group && catalog ? (catalog[group[1]] || []).find((x) => x.name === choice.name) : undefined;
 }
 
-function maxStyles(choice) {
-  // How many style images the choice takes: none for a student, its own most for a one-pass method.
-  if (choice.kind === "student") return 0;
+function styleOf(choice) {
+  // "baked", "named" or "required": what the choice paints from (engines and one-pass methods: style images).
   const e = entryOf(choice);
-  return choice.kind === "one-pass" ? (e ? e.max_styles : 1) : catalog.limits.max_styles;
+  return choice.kind === "engine" ? "required" : (e && e.style) || "required";
+}
+
+function maxStyles(choice) {
+  // How many style images the choice takes: none for a baked style or a style set, else its own most.
+  if (styleOf(choice) !== "required") return 0;
+  const e = entryOf(choice);
+  return choice.kind === "engine" ? catalog.limits.max_styles : (e ? e.max_styles : 1);
 }
 
 function optionInput(opt) {
@@ -92,6 +101,19 @@ function optionInput(opt) {
       o.selected = choice === opt.default;
       input.appendChild(o);
     }
+  } else if (opt.type === "float" && opt.min !== undefined && opt.max !== undefined) {
+    // A slider, its value shown beside it.
+    input = document.createElement("input");
+    input.type = "range";
+    input.min = String(opt.min);
+    input.max = String(opt.max);
+    input.step = String((opt.max - opt.min) / 20);
+    input.value = String(opt.default === null || opt.default === undefined ? opt.max : opt.default);
+    const shown = document.createElement("output");
+    shown.id = `opt-${opt.name}-value`;
+    shown.textContent = Number(input.value).toFixed(2);
+    input.addEventListener("input", () => { shown.textContent = Number(input.value).toFixed(2); });
+    caption.append(" ", shown);
   } else {
     input = document.createElement("input");
     if (opt.type === "int" || opt.type === "float") {
@@ -112,6 +134,50 @@ function optionInput(opt) {
   return wrap;
 }
 
+function showWeights() {
+  // A weight beside each ticked style, once two or more are ticked (one style needs none).
+  const boxes = Array.from(document.querySelectorAll("#styles-list .style-pick"));
+  const blending = boxes.filter((b) => b.checked).length > 1;
+  for (const b of boxes) $(b.dataset.weight).classList.toggle("off", !(blending && b.checked));
+}
+
+function renderStyles(e) {
+  // A style set's styles: a tick box each (the first ticked), with its painting's file name and a blend weight.
+  const list = $("styles-list");
+  list.replaceChildren();
+  e.styles.forEach((s, i) => {
+    const row = document.createElement("div");
+    row.className = "style-choice";
+    const label = document.createElement("label");
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.className = "style-pick";
+    box.id = `style-pick-${i}`;
+    box.value = s.name;
+    box.checked = i === 0;
+    box.dataset.weight = `style-weight-${i}`;
+    box.addEventListener("change", showWeights);
+    label.append(box, ` ${s.name}`);
+    if (s.painting) {
+      const painting = document.createElement("span");
+      painting.className = "help";
+      painting.textContent = ` (${s.painting})`;
+      label.append(painting);
+    }
+    const weight = document.createElement("input");
+    weight.type = "number";
+    weight.min = "0";
+    weight.step = "any";
+    weight.value = "1";
+    weight.id = `style-weight-${i}`;
+    weight.title = `the share of ${s.name} in the blend`;
+    weight.setAttribute("aria-label", `weight of ${s.name}`);
+    row.append(label, weight);
+    list.appendChild(row);
+  });
+  showWeights();
+}
+
 function renderOptions() {
   const choice = selected();
   const main = $("options");
@@ -119,23 +185,26 @@ function renderOptions() {
   main.replaceChildren();
   more.replaceChildren();
   $("style-row").hidden = true;
+  $("styles-row").hidden = true;
   $("advanced").hidden = true;
   if (!choice || !catalog) return;
   const e = entryOf(choice);
-  let options;
-  if (choice.kind === "student") {
-    $("model-help").textContent = e ? e.description : "";
-    options = catalog.student_options;
-  } else {
-    const how = choice.kind === "engine" ? "runs as a job, with its progress shown below"
-      : "one pass, in the style of the image you give it";
-    $("model-help").textContent = e ? `${e.description}; ${how}` : "";
-    options = e ? e.options : [];
-    const most = maxStyles(choice);
-    $("style").multiple = most > 1;
-    $("style-label").textContent = most > 1 ? `Style images (up to ${most})` : "Style image";
-    $("style-row").hidden = most === 0;
+  const style = styleOf(choice);
+  let options = e ? e.options : [];
+  const how = choice.kind === "engine" ? "runs as a job, with its progress shown below"
+    : style === "named" ? `one pass, in one of its ${e.styles.length} styles or a blend of several`
+    : style === "required" ? "one pass, in the style of the image you give it" : "";
+  $("model-help").textContent = e ? (how ? `${e.description}; ${how}` : e.description) : "";
+  if (choice.kind === "student" && !options) options = catalog.student_options;
+  if (style === "named") {
+    renderStyles(e);
+    $("styles-row").hidden = false;
+    options = options.filter((o) => o.name !== "style_weights");  // the styles' weights set it
   }
+  const most = maxStyles(choice);
+  $("style").multiple = most > 1;
+  $("style-label").textContent = most > 1 ? `Style images (up to ${most})` : "Style image";
+  $("style-row").hidden = most === 0;
   const mainNames = MAIN_OPTIONS[choice.kind] || ["size"];
   for (const opt of options) {
     (mainNames.includes(opt.name) ? main : more).appendChild(optionInput(opt));
@@ -185,12 +254,12 @@ function formFields(choice) {
   const lim = catalog.limits;
   let bytes = photo.size;
   fields.append("image", photo, photo.name);
-  if (choice.kind === "student") {
-    fields.append("model", choice.name);
+  fields.append(choice.kind === "student" ? "model" : "method", choice.name);
+  if (styleOf(choice) === "named") {
+    namedStyles(choice, fields);
   } else {
-    fields.append("method", choice.name);
     const most = maxStyles(choice);
-    const styles = most > 0 ? Array.from($("style").files) : [];  // a method with its style baked in takes none
+    const styles = most > 0 ? Array.from($("style").files) : [];  // a baked style takes none
     if (most > 0 && !styles.length) {
       throw new Error(`choose a style image: ${choice.name} copies the look of the image you give it`);
     }
@@ -210,6 +279,20 @@ function formFields(choice) {
     if (input.value.trim() !== "") fields.append(input.name, input.value.trim());
   }
   return fields;
+}
+
+function namedStyles(choice, fields) {
+  // A style set's ticked styles, one style field each, and their weights when they blend.
+  const picked = Array.from(document.querySelectorAll("#styles-list .style-pick")).filter((b) => b.checked);
+  if (!picked.length) throw new Error(`choose a style: tick one of ${choice.name}'s styles (several blend them)`);
+  for (const b of picked) fields.append("style", b.value);
+  if (picked.length > 1) {
+    const weights = picked.map((b) => $(b.dataset.weight).value.trim());
+    if (weights.some((w) => w === "" || !(Number(w) >= 0))) {
+      throw new Error("give each ticked style a weight of 0 or more");
+    }
+    fields.append("style_weights", weights.join(","));
+  }
 }
 
 function showResult(src, info, fileName) {
@@ -246,7 +329,8 @@ async function runOnePass(choice, fields) {
   const seconds = ((performance.now() - t0) / 1000).toFixed(2);
   $("progress").value = 1;
   $("status").textContent = `done in ${seconds} s`;
-  showResult(url, `${bitmap.width}×${bitmap.height}, ${choice.name}`,
+  const named = styleOf(choice) === "named" ? ` (${fields.getAll("style").join(" + ")})` : "";
+  showResult(url, `${bitmap.width}×${bitmap.height}, ${choice.name}${named}`,
     `${stem($("image").files[0])}-${choice.name}.png`);
   bitmap.close();
 }
