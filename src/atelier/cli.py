@@ -306,13 +306,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.model == "magenta":
         if args.min_psnr != DEFAULT_MIN_PSNR:
             raise OptionError("min_psnr", "is for int8 exports, which magenta does not offer; drop it")
-        report = export_magenta(args.output, opset=args.opset, quantize=args.quantize, calibration=args.calibration,
-                                check=not args.no_check, force=args.force, tolerance=args.tolerance)
+        report = export_magenta(args.output, weights=args.magenta_weights, opset=args.opset, quantize=args.quantize,
+                                calibration=args.calibration, check=not args.no_check, force=args.force,
+                                tolerance=args.tolerance)
         print(report.summary())
         return 0
     report = export_onnx(args.model, args.output, opset=args.opset, quantize=args.quantize,
                          calibration=args.calibration, check=not args.no_check, force=args.force,
-                         tolerance=args.tolerance, min_psnr=args.min_psnr)
+                         tolerance=args.tolerance, min_psnr=args.min_psnr, magenta_weights=args.magenta_weights)
     print(report.summary())
     return 0
 
@@ -335,7 +336,10 @@ def _add_export(sub) -> None:
     e = sub.add_parser("export", help="export a student or magenta to ONNX (checked against torch)",
                        description="Export a trained student (model folder or bundled name) to ONNX with dynamic "
                                    "height and width, check it with onnx.checker and against torch on random and "
-                                   "real images, and optionally quantize it to int8. `atelier export magenta -o "
+                                   "real images, and optionally quantize it to int8. A conditional student (a style "
+                                   "set, an arbitrary-style student) takes its condition and strength as inputs "
+                                   "too, and is checked under several of them; an arbitrary-style student's style "
+                                   "predictor is written beside it (OUT.predict.onnx). `atelier export magenta -o "
                                    "magenta.onnx` writes Magenta's transformer and, beside it, magenta.predict.onnx "
                                    "(the style predictor), fp32. The optimisation engines (gatys, lite) are not "
                                    "exportable.")
@@ -354,6 +358,9 @@ def _add_export(sub) -> None:
                    help=f"lowest PSNR (dB) of an int8 model against fp32 before it is refused "
                         f"(default: {defaults['min_psnr']:g})")
     e.add_argument("--no-check", action="store_true", help="skip the parity check (not recommended)")
+    e.add_argument("--magenta-weights", metavar="FILE|random", default=None,
+                   help="magenta and arbitrary-style students: the style predictor's weights (default: as atelier "
+                        "stylize finds them)")
     e.set_defaults(func=cmd_export)
 
 

@@ -24,6 +24,8 @@ The pair of files (``export/magenta.py`` writes them):
 4. the transformer at the photo's full size.
 
 ``embed`` and ``run`` are the steps on their own, so a caller can predict a style once and paint many photos with it.
+``StylePredictor`` (the predictor file a model's metadata names, checked by its sha256, and ``embed``) serves this
+transformer and the arbitrary-style students' exports (``atelier.runtime.OnnxStylizer``) alike.
 Not here (the torch method has them): ``tile`` (the instance norms span the whole picture; the method's exact tiled
 path needs the net in stages) and ``preserve_color``.
 """
@@ -72,12 +74,14 @@ def pad_like_transformer(x: np.ndarray) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, 0), (0, th - h), (0, tw - w)), mode=mode)
 
 
-def mix(embeddings: Sequence[np.ndarray], weights: Optional[Sequence[float]] = None) -> np.ndarray:
-    """The weighted mean of embeddings ``[1,100]`` (equal weights by default)."""
+def mix(embeddings: Sequence[np.ndarray], weights: Optional[Sequence[float]] = None,
+        what: str = "style image") -> np.ndarray:
+    """The weighted mean of embeddings ``[1,100]`` (or of any conditions, ``what`` naming them in messages; equal
+    weights by default)."""
     w = [1.0] * len(embeddings) if weights is None else list(weights)
     if len(w) != len(embeddings):
-        raise AtelierError(f"style_weights has {len(w)} values for {len(embeddings)} style images; give one weight "
-                           "per style image")
+        raise AtelierError(f"style_weights has {len(w)} values for {len(embeddings)} {what}"
+                           f"{'' if len(embeddings) == 1 else 's'}; give one weight per {what}")
     if any(isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v < 0 for v in w) \
             or sum(w) <= 0:
         raise AtelierError(f"style_weights must be numbers >= 0, not all zero, got {w}")
@@ -87,6 +91,61 @@ def mix(embeddings: Sequence[np.ndarray], weights: Optional[Sequence[float]] = N
 
 def _io(session: Any) -> tuple[list[str], list[str]]:
     return [i.name for i in session.get_inputs()], [o.name for o in session.get_outputs()]
+
+
+class StylePredictor:
+    """The style predictor a model's metadata names: ``atelier.predictor`` (the file beside the model) and
+    ``atelier.predictor_sha256`` (so a predictor from another export is refused). Both ``atelier export magenta``'s
+    transformer and an arbitrary-style student's export (``atelier export``) carry one.
+
+    ``info``: the model's metadata; ``path``: the model's file (None for bytes); ``predictor``: the predictor's path
+    or bytes (default: the file the metadata names, beside ``path``); ``label``: the model, for messages.
+    """
+
+    def __init__(self, info: dict[str, Any], path: Optional[Path], predictor: Union[PathLike, bytes, None],
+                 threads: Optional[int], label: str):
+        self.info = info
+        data = self._predictor_bytes(path, predictor, label)
+        want = str(info.get("predictor_sha256", ""))
+        got = hashlib.sha256(data).hexdigest()
+        if got != want:
+            raise AtelierError(f"the predictor ({got[:12]}...) is not the one {label} was exported with "
+                               f"({want[:12] or '?'}...); export both again with atelier export")
+        # The predictor's threads sleep when idle: spinning, they took the cores from the transformer's threads
+        # that run next (at 512 px, 2 threads: predict + transform 92 ms with spinning, 63 ms without).
+        self.session, pinfo, _ = open_session(data, threads, spinning=False)
+        if pinfo.get("kind") != PREDICTOR_KIND or _io(self.session) != ([STYLE_NAME], [EMBEDDING_NAME]):
+            raise AtelierError(f"the predictor of {label} is not a magenta style predictor; the file is damaged")
+
+    def _predictor_bytes(self, path: Optional[Path], predictor: Union[PathLike, bytes, None], label: str) -> bytes:
+        if isinstance(predictor, bytes):
+            return predictor
+        if predictor is None:
+            name = str(self.info.get("predictor", ""))
+            if not name or Path(name).name != name:
+                raise AtelierError(f"{label} names no predictor file (atelier.predictor); the file is damaged")
+            if path is None:
+                raise AtelierError(f"give the predictor ({name}) when the model is given as bytes")
+            predictor = path.parent / name
+        p = Path(predictor)
+        if not p.is_file():
+            raise AtelierError(f"the magenta style predictor {p} is missing; it belongs beside {label} (atelier "
+                               "export writes both)")
+        return p.read_bytes()
+
+    def embed(self, image: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+        """The style embedding ``[1,100]`` of a style image (path, PIL image or array): loaded at the long side the
+        torch path loads style images at (``atelier.style_load_side``: up or down), then its centre square at
+        256."""
+        x = to_array(image, max_pixels)[:1]
+        side = self.info.get("style_load_side")
+        if isinstance(side, int) and side > 0:
+            x = resize_array(x, long_side_hw(x.shape[-2], x.shape[-1], side))
+        return self.embed_array(x)
+
+    def embed_array(self, x: np.ndarray) -> np.ndarray:
+        """The embedding of ``[1,3,H,W]`` as it is (its centre square at 256)."""
+        return self.session.run([EMBEDDING_NAME], {STYLE_NAME: style_square(x[:1])})[0].astype(np.float32)
 
 
 class MagentaStylizer:
@@ -114,50 +173,19 @@ class MagentaStylizer:
                 raise AtelierError(f"{label} has atelier.{key} {self.info.get(key)!r}, not {want}; the file is "
                                    "damaged or from another atelier")
         self.path = None if isinstance(model, bytes) else Path(model)
-        data = self._predictor_bytes(predictor, label)
-        want = str(self.info.get("predictor_sha256", ""))
-        got = hashlib.sha256(data).hexdigest()
-        if got != want:
-            raise AtelierError(f"the predictor ({got[:12]}...) is not the one {label} was exported with "
-                               f"({want[:12] or '?'}...); export both again with atelier export magenta")
-        # The predictor's threads sleep when idle: spinning, they took the cores from the transformer's threads
-        # that run next (at 512 px, 2 threads: predict + transform 92 ms with spinning, 63 ms without).
-        self.predictor, pinfo, plabel = open_session(data, threads, spinning=False)
-        if pinfo.get("kind") != PREDICTOR_KIND or _io(self.predictor) != ([STYLE_NAME], [EMBEDDING_NAME]):
-            raise AtelierError(f"the predictor of {label} is not a magenta style predictor; the file is damaged")
-
-    def _predictor_bytes(self, predictor: Union[PathLike, bytes, None], label: str) -> bytes:
-        if isinstance(predictor, bytes):
-            return predictor
-        if predictor is None:
-            name = str(self.info.get("predictor", ""))
-            if not name or Path(name).name != name:
-                raise AtelierError(f"{label} names no predictor file (atelier.predictor); the file is damaged")
-            if self.path is None:
-                raise AtelierError(f"give the predictor ({name}) when the model is given as bytes")
-            predictor = self.path.parent / name
-        p = Path(predictor)
-        if not p.is_file():
-            raise AtelierError(f"the magenta style predictor {p} is missing; it belongs beside {label} (atelier "
-                               "export magenta writes both)")
-        return p.read_bytes()
+        self.style_predictor = StylePredictor(self.info, self.path, predictor, threads, label)
+        self.predictor = self.style_predictor.session
 
     def __repr__(self) -> str:
         return f"MagentaStylizer({self.info.get('source', '?')})"
 
     def embed(self, image: ImageInput, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-        """The style embedding ``[1,100]`` of a style image (path, PIL image or array): loaded at the method's long
-        side (``atelier.style_load_side``, 1024: up or down, as the torch method loads style images), then its
-        centre square at 256."""
-        x = to_array(image, max_pixels)[:1]
-        side = self.info.get("style_load_side")
-        if isinstance(side, int) and side > 0:
-            x = resize_array(x, long_side_hw(x.shape[-2], x.shape[-1], side))
-        return self.embed_array(x)
+        """The style embedding ``[1,100]`` of a style image (path, PIL image or array): see ``StylePredictor.embed``."""
+        return self.style_predictor.embed(image, max_pixels)
 
     def embed_array(self, x: np.ndarray) -> np.ndarray:
         """The embedding of ``[1,3,H,W]`` as it is (its centre square at 256): the photo's own, for ``strength``."""
-        return self.predictor.run([EMBEDDING_NAME], {STYLE_NAME: style_square(x[:1])})[0].astype(np.float32)
+        return self.style_predictor.embed_array(x)
 
     def run(self, array: np.ndarray, embedding: np.ndarray) -> np.ndarray:
         """The transformer over float32 ``[N,3,H,W]`` in [0,1] with embeddings ``[N,100]`` (or ``[1,100]`` for
@@ -204,5 +232,5 @@ class MagentaStylizer:
         return to_pil(self.run(x, e))
 
 
-__all__ = ["MagentaStylizer", "style_square", "mix", "pad_like_transformer", "KIND", "PREDICTOR_KIND",
+__all__ = ["MagentaStylizer", "StylePredictor", "style_square", "mix", "pad_like_transformer", "KIND", "PREDICTOR_KIND",
            "EMBEDDING_NAME", "STYLE_NAME", "STYLE_SIZE", "EMBEDDING_SIZE"]

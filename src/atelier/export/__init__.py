@@ -1,7 +1,7 @@
 """Export a student model folder to ONNX, with built-in checks, optionally quantized to int8.
 
-``export_onnx(model, out, opset=18, quantize="none", calibration=None, check=True, *, force=False, ...)
--> ExportReport``
+``export_onnx(model, out, opset=18, quantize="none", calibration=None, check=True, *, force=False, ...,
+magenta_weights=None) -> ExportReport``
 
 | module | holds |
 |---|---|
@@ -9,6 +9,7 @@
 | ``onnx.py`` | ``export_onnx``: the trace, the metadata, the write |
 | ``checks.py`` | the check images, parity with torch, the int8 PSNR gate |
 | ``quantize.py`` | int8 quantization (dynamic, or static with calibration) |
+| ``cond.py`` | conditional students: the ``cond``/``strength`` inputs, metadata, check conditions, style predictor |
 | ``magenta.py`` | ``export_magenta``: the magenta method's transformer and style predictor (two files, fp32) |
 
 Contract of what it writes (read by ``atelier.runtime``; the metadata keys are listed there):
@@ -31,6 +32,15 @@ Contract of what it writes (read by ``atelier.runtime``; the metadata keys are l
   min/max on up to ``calibration_count`` images of the folder ``calibration``).
 - an existing ``out`` is refused unless ``force`` (the CLI's ``--force``); the write is atomic (temporary name in
   the same folder, then rename).
+- conditional students (a style set, an arbitrary-style student; ``nets/cond.py``): two more inputs, ``cond``
+  float32 ``[batch, cond_dim]`` and ``strength`` float32 ``[batch]`` (the blend with the photo, in the graph), and
+  ``export_format`` 2 with the condition's metadata (``atelier.runtime`` lists it). The parity check runs every check
+  image under two of the student's conditions (each style, an equal mix; for an arbitrary student the embeddings of
+  the bundled paintings and of synthetic images, and a mix) with strengths from 0.3 to 1; int8-static calibrates
+  under the same conditions. An arbitrary-style student's style predictor (Magenta's, the weights
+  ``magenta_weights`` names) is traced, checked against torch (``tolerance``) and written first, beside ``out``, as
+  ``<stem>.predict.onnx`` (an existing one is refused unless ``force``); the model's metadata names it and its
+  sha256, as ``export_magenta``'s transformer does.
 
 Optimisation engines (the registry's methods ``gatys`` and ``lite``, lite encoder folders) have no network that maps
 a photo to a picture, so they are refused. Opset: torch's exporter writes opset 18 and up (asked for 17 it writes 18:

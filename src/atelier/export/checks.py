@@ -1,6 +1,7 @@
 """The checks an export must pass before anything is written: onnx's checker, parity of the fp32 ONNX model with
 torch (max abs difference), and the PSNR of an int8 model against the fp32 one, on a set of check images whose sizes
-differ from the trace size (odd ones and one below the graph's minimum included)."""
+differ from the trace size (odd ones and one below the graph's minimum included). A conditional student is checked
+on every image under two of its conditions (``with_conditions``), with several strengths."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ from .common import PathLike
 CHECK_SIDE = 512  # check images given by path are shrunk to this long side (only shrunk) to keep the check quick
 
 CheckImage = tuple[str, np.ndarray, bool]  # (label, [1,3,H,W] float32, photo_like)
+# (label, [1,3,H,W] float32, photo_like, condition [1, cond_dim] or None, strength or None)
+CheckCase = tuple[str, np.ndarray, bool, Optional[np.ndarray], Optional[float]]
+Condition = tuple[str, np.ndarray, float]  # (label, condition [1, cond_dim], strength)
 
 
 def smooth(h: int, w: int, seed: int) -> np.ndarray:
@@ -67,6 +71,19 @@ def check_set(min_input: int, extra: Sequence[Union[PathLike, np.ndarray]]) -> l
     return images
 
 
+def with_conditions(images: list[CheckImage], conditions: Sequence[Condition]) -> list[CheckCase]:
+    """The check cases: each image as it is (no conditions: a student with its style built in), or under two
+    consecutive ``conditions`` (so every condition and strength is seen, each on images of several sizes)."""
+    if not conditions:
+        return [(label, x, photo, None, None) for label, x, photo in images]
+    cases = []
+    for i, (label, x, photo) in enumerate(images):
+        for j in (i, i + 1):
+            name, cond, strength = conditions[j % len(conditions)]
+            cases.append((f"{label} [{name}, strength {strength:g}]", x, photo, cond, strength))
+    return cases
+
+
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
     """PSNR in dB for [0,1] images; capped at 100 (identical outputs), so reports stay valid JSON (no Infinity)."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
@@ -82,17 +99,19 @@ def checked(onnx: Any, proto: Any) -> None:
         raise AtelierError(f"the exported model fails onnx's checker ({first[:200]}); please report this") from None
 
 
-def parity(student: StudentModel, fp32: bytes, images: list[CheckImage], tolerance: float,
-           path: Path) -> tuple[list[dict], float, list[np.ndarray]]:
-    """Run the fp32 ONNX model (through the runtime's own code path) and torch on every check image; refuse when
-    they differ by more than ``tolerance``. Returns (rows, worst difference, the ONNX outputs)."""
+def parity(student: StudentModel, fp32: bytes, images: list[CheckCase], tolerance: float,
+           path: Path, predictor: Optional[bytes] = None) -> tuple[list[dict], float, list[np.ndarray]]:
+    """Run the fp32 ONNX model (through the runtime's own code path) and torch on every check case; refuse when
+    they differ by more than ``tolerance``. Returns (rows, worst difference, the ONNX outputs). ``predictor``: an
+    arbitrary-style student's style predictor (bytes)."""
     # As many onnxruntime threads as torch uses here, so OMP_NUM_THREADS / torch settings bound both.
-    session = OnnxStylizer(fp32, threads=torch.get_num_threads())
+    session = OnnxStylizer(fp32, threads=torch.get_num_threads(), predictor=predictor)
     rows, outputs = [], []
-    for label, x, _ in images:
+    for label, x, _, cond, strength in images:
         with torch.no_grad():
-            want = student.run(torch.from_numpy(x)).numpy()
-        got = session.run(x)
+            want = student.run(torch.from_numpy(x), cond=None if cond is None else torch.from_numpy(cond),
+                               strength=strength).numpy()
+        got = session.run(x, cond=cond, strength=strength)
         outputs.append(got)
         rows.append({"image": label, "hw": list(x.shape[-2:]), "max_abs_diff": float(np.abs(got - want).max())})
     worst = max(r["max_abs_diff"] for r in rows)
@@ -104,13 +123,14 @@ def parity(student: StudentModel, fp32: bytes, images: list[CheckImage], toleran
     return rows, worst, outputs
 
 
-def psnr_gate(data: bytes, quantize: str, images: list[CheckImage], fp32_outputs: list[np.ndarray],
-              min_psnr: float, path: Path) -> tuple[list[dict], Optional[float]]:
-    """PSNR of the quantized model against the fp32 one on every check image; refuse when the worst photo-like one
+def psnr_gate(data: bytes, quantize: str, images: list[CheckCase], fp32_outputs: list[np.ndarray],
+              min_psnr: float, path: Path, predictor: Optional[bytes] = None) -> tuple[list[dict], Optional[float]]:
+    """PSNR of the quantized model against the fp32 one on every check case; refuse when the worst photo-like one
     is below ``min_psnr``. Returns (rows, worst photo-like PSNR)."""
-    session = OnnxStylizer(data, threads=torch.get_num_threads())
-    rows = [{"image": label, "hw": list(x.shape[-2:]), "photo_like": photo, "psnr_db": psnr(session.run(x), ref)}
-            for (label, x, photo), ref in zip(images, fp32_outputs)]
+    session = OnnxStylizer(data, threads=torch.get_num_threads(), predictor=predictor)
+    rows = [{"image": label, "hw": list(x.shape[-2:]), "photo_like": photo,
+             "psnr_db": psnr(session.run(x, cond=cond, strength=strength), ref)}
+            for (label, x, photo, cond, strength), ref in zip(images, fp32_outputs)]
     # Photo-like images only: uniform noise drives activations far outside any photo's calibrated range, and the
     # model is for photographs. Noise rows are still reported.
     worst = min(r["psnr_db"] for r in rows if r["photo_like"])

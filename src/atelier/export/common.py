@@ -56,6 +56,10 @@ class ExportReport:
     psnr: list[dict] = field(default_factory=list)     # per image: label, hw, psnr_db, photo_like
     calibration_images: int = 0
     seconds: float = 0.0
+    condition: Optional[str] = None          # conditional students: "styles" or "magenta-embedding"
+    predictor_path: Optional[str] = None     # arbitrary-style students: the style predictor written beside path
+    predictor_bytes: int = 0
+    embedding_max_abs_diff: Optional[float] = None  # the predictor's worst |onnx - torch| over the check styles
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -65,10 +69,15 @@ class ExportReport:
     def summary(self) -> str:
         mb = self.bytes / 2 ** 20
         text = f"wrote {self.path} ({mb:.2f} MB, opset {self.opset}, {self.quantize}) from {self.source}"
+        if self.predictor_path:
+            text += f", and its style predictor {self.predictor_path} ({self.predictor_bytes / 2 ** 20:.2f} MB)"
         if not self.checked:
             return text + "; not checked (check=False)"
-        text += (f"; max |onnx - torch| {self.max_abs_diff:.2g} over {len(self.parity)} images "
+        what = "checks (images x conditions)" if self.condition else "images"
+        text += (f"; max |onnx - torch| {self.max_abs_diff:.2g} over {len(self.parity)} {what} "
                  f"(limit {self.tolerance:g})")
+        if self.embedding_max_abs_diff is not None:
+            text += f", style embeddings {self.embedding_max_abs_diff:.2g}"
         if self.psnr_db is not None:
             text += f"; int8 vs fp32 PSNR {self.psnr_db:.1f} dB worst photo (limit {self.min_psnr:g} dB)"
         return text

@@ -47,7 +47,7 @@ from .. import __version__
 from ..errors import AtelierError, OptionError
 from ..files import atomic_write_bytes
 from ..options import check_number
-from ..runtime import EXPORT_FORMAT, INPUT_NAME, METADATA_PREFIX, OUTPUT_NAME, resize_array, to_array
+from ..runtime import INPUT_NAME, METADATA_PREFIX, OUTPUT_NAME, PLAIN_FORMAT, resize_array, to_array
 from ..runtime_magenta import (EMBEDDING_NAME, EMBEDDING_SIZE, KIND, MIN_SIZE, PAD_MULTIPLE, PREDICTOR_KIND,
                                STYLE_NAME, STYLE_SIZE, MagentaStylizer, style_square)
 from .checks import _sample_photos, checked, smooth
@@ -119,7 +119,7 @@ def _metadata(model: Any, nets: Any, kind: str, opset: int, inputs: str, outputs
     from ..nets.magenta_port import LICENCE, NAME
 
     onnx, _ = onnx_modules()
-    props = {"export_format": str(EXPORT_FORMAT), "kind": kind, "name": NAME, "source": nets.identity,
+    props = {"export_format": str(PLAIN_FORMAT), "kind": kind, "name": NAME, "source": nets.identity,
              "licence": LICENCE, "inputs": inputs, "outputs": outputs, "style_size": str(STYLE_SIZE),
              "embedding_size": str(EMBEDDING_SIZE), "pad_multiple": str(PAD_MULTIPLE), "min_size": str(MIN_SIZE),
              "min_input": str(MIN_SIZE), "version": __version__, "opset": str(opset), "quantize": "none",
@@ -128,6 +128,24 @@ def _metadata(model: Any, nets: Any, kind: str, opset: int, inputs: str, outputs
     onnx.helper.set_model_props(model, {METADATA_PREFIX + k: v for k, v in props.items()})
     what = "style predictor" if kind == PREDICTOR_KIND else "transformer"
     model.doc_string = f"atelier magenta {what} ({NAME}, Apache-2.0 weights); run with atelier.runtime"
+
+
+def trace_predictor(nets: Any, opset: int) -> Any:
+    """The style predictor traced to ONNX (input ``style`` ``[batch,3,256,256]``, output ``embedding``)."""
+    dyn = torch.export.Dim.DYNAMIC
+    style = torch.from_numpy(np.concatenate([smooth(STYLE_SIZE, STYLE_SIZE, 4), smooth(STYLE_SIZE, STYLE_SIZE, 5)]))
+    return _trace(nets.predictor, (style,), ({0: dyn},), [STYLE_NAME], [EMBEDDING_NAME],
+                  {STYLE_NAME: ["batch", None, None, None], EMBEDDING_NAME: ["batch", None]}, opset, "predictor")
+
+
+def predictor_bytes(pproto: Any, nets: Any, opset: int, diff: Optional[float]) -> bytes:
+    """The traced predictor with its metadata (``diff``: the measured parity, None before the checks), checked."""
+    onnx, _ = onnx_modules()
+    _metadata(pproto, nets, PREDICTOR_KIND, opset, f"{STYLE_NAME}: float32 [batch,3,{STYLE_SIZE},{STYLE_SIZE}] "
+              f"RGB in [0,1], a style image's centre square resized to {STYLE_SIZE} (bicubic, antialiased)",
+              f"{EMBEDDING_NAME}: float32 [batch,{EMBEDDING_SIZE}], the style embedding", diff, {})
+    checked(onnx, pproto)
+    return pproto.SerializeToString()
 
 
 def _style_load_side() -> int:
@@ -159,21 +177,28 @@ def _check_pictures(styles: list[tuple[str, np.ndarray]]) -> list[tuple[str, np.
     return pictures
 
 
-def _parity(nets: Any, stylizer: MagentaStylizer, tolerance: float, path: Path) -> tuple[list[dict], float, float]:
-    styles = _check_styles()
-    rows: list[dict] = []
-    embeddings = []
-    worst_e = 0.0
+def predictor_parity(nets: Any, session: Any, styles: list[tuple[str, np.ndarray]], tolerance: float,
+                     path: Path) -> tuple[list[np.ndarray], float]:
+    """The torch predictor's embeddings ``[1,100]`` of ``styles`` (their centre squares at 256) and the worst
+    |onnx - torch| over them (``session``: the ONNX predictor's); refuses above ``tolerance``."""
+    embeddings, worst = [], 0.0
     for name, a in styles:
         square = style_square(a)
         with torch.inference_mode():
             want = nets.predictor(torch.from_numpy(square)).numpy()
-        got = stylizer.predictor.run([EMBEDDING_NAME], {STYLE_NAME: square})[0]
-        worst_e = max(worst_e, float(np.abs(got - want).max()))
+        got = session.run([EMBEDDING_NAME], {STYLE_NAME: square})[0]
+        worst = max(worst, float(np.abs(got - want).max()))
         embeddings.append(want)
-    if not worst_e <= tolerance:
-        raise AtelierError(f"refusing to write {path}: the ONNX style predictor differs from torch by {worst_e:.3g} "
+    if not worst <= tolerance:  # NaN fails too
+        raise AtelierError(f"refusing to write {path}: the ONNX style predictor differs from torch by {worst:.3g} "
                            f"(limit {tolerance:g}); the export is broken, please report it")
+    return embeddings, worst
+
+
+def _parity(nets: Any, stylizer: MagentaStylizer, tolerance: float, path: Path) -> tuple[list[dict], float, float]:
+    styles = _check_styles()
+    rows: list[dict] = []
+    embeddings, worst_e = predictor_parity(nets, stylizer.predictor, styles, tolerance, path)
     embeddings.append(np.mean(embeddings[:3], axis=0))  # a mix of the paintings
     for i, (name, x) in enumerate(_check_pictures(styles)):
         e = embeddings[i % len(embeddings)]
@@ -202,12 +227,18 @@ def check_magenta_args(out: PathLike, opset: Any, quantize: Any, calibration: Op
         raise OptionError("opset", f"must be a whole number from {MIN_OPSET} to {top}, got {opset!r}")
     check_number("tolerance", tolerance, low=0)
     path = check_output(out, force)
-    predictor = predictor_path(path)
+    return path, predictor_out(path, force)
+
+
+def predictor_out(path: Path, force: bool) -> Path:
+    """Where the style predictor goes beside the model ``path``; a ``path`` with a predictor's name, and an existing
+    predictor file unless ``force``, are refused."""
     if path.name.endswith(PREDICTOR_SUFFIX):
         raise AtelierError(f"cannot write {path}: names ending in {PREDICTOR_SUFFIX} are for the style predictor, "
-                           "which is written beside the transformer; choose e.g. magenta.onnx")
+                           f"which is written beside the model; choose e.g. {path.name[:-len(PREDICTOR_SUFFIX)]}.onnx")
+    predictor = predictor_path(path)
     refuse_existing(predictor, force)
-    return path, predictor
+    return predictor
 
 
 def export_magenta(out: PathLike, *, weights: Optional[str] = None, opset: int = DEFAULT_OPSET,
@@ -231,16 +262,10 @@ def export_magenta(out: PathLike, *, weights: Optional[str] = None, opset: int =
                    [INPUT_NAME, EMBEDDING_NAME], [OUTPUT_NAME],
                    {INPUT_NAME: ["batch", None, "height", "width"], EMBEDDING_NAME: ["batch", None],
                     OUTPUT_NAME: ["batch", None, "height", "width"]}, opset, "transformer")
-    style = torch.from_numpy(np.concatenate([smooth(STYLE_SIZE, STYLE_SIZE, 4), smooth(STYLE_SIZE, STYLE_SIZE, 5)]))
-    pproto = _trace(nets.predictor, (style,), ({0: dyn},), [STYLE_NAME], [EMBEDDING_NAME],
-                    {STYLE_NAME: ["batch", None, None, None], EMBEDDING_NAME: ["batch", None]}, opset, "predictor")
+    pproto = trace_predictor(nets, opset)
 
     def finish(rows_diff: Optional[float], e_diff: Optional[float]) -> tuple[bytes, bytes]:
-        _metadata(pproto, nets, PREDICTOR_KIND, opset, f"{STYLE_NAME}: float32 [batch,3,{STYLE_SIZE},{STYLE_SIZE}] "
-                  f"RGB in [0,1], a style image's centre square resized to {STYLE_SIZE} (bicubic, antialiased)",
-                  f"{EMBEDDING_NAME}: float32 [batch,{EMBEDDING_SIZE}], the style embedding", e_diff, {})
-        checked(onnx, pproto)
-        pdata = pproto.SerializeToString()
+        pdata = predictor_bytes(pproto, nets, opset, e_diff)
         _metadata(proto, nets, KIND, opset,
                   f"{INPUT_NAME}: float32 [batch,3,height,width] RGB in [0,1], height and width >= {MIN_SIZE}; "
                   f"{EMBEDDING_NAME}: float32 [batch,{EMBEDDING_SIZE}] from the style predictor {ppath.name}",
@@ -268,4 +293,5 @@ def export_magenta(out: PathLike, *, weights: Optional[str] = None, opset: int =
                                parity=rows, seconds=time.perf_counter() - t0)
 
 
-__all__ = ["export_magenta", "MagentaExportReport", "predictor_path", "METHOD", "PREDICTOR_SUFFIX", "INT8_REFUSAL"]
+__all__ = ["export_magenta", "MagentaExportReport", "predictor_path", "predictor_out", "trace_predictor",
+           "predictor_bytes", "predictor_parity", "METHOD", "PREDICTOR_SUFFIX", "INT8_REFUSAL"]

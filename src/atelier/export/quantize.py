@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import numpy as np
 
 from ..errors import AtelierError
 from ..images import load_image
-from ..runtime import INPUT_NAME
+from ..runtime import COND_NAME, INPUT_NAME, STRENGTH_NAME
 from .common import quiet
 
+# A calibration image, or (image, the other inputs it is fed with: a conditional student's cond and strength).
+CalibrationItem = Union[Path, tuple[Path, dict[str, np.ndarray]]]
 
-def calibration_reader(files: Sequence[Path], size: int) -> Any:
+
+def calibration_reader(files: Sequence[CalibrationItem], size: int) -> Any:
     """An onnxruntime ``CalibrationDataReader`` over image files, loaded one at a time at long side ``size``."""
     from onnxruntime.quantization import CalibrationDataReader
 
@@ -25,10 +28,23 @@ def calibration_reader(files: Sequence[Path], size: int) -> Any:
             self._files = iter(files)
 
         def get_next(self) -> Optional[dict[str, np.ndarray]]:
-            path = next(self._files, None)
-            return None if path is None else {INPUT_NAME: load_image(path, size=size).numpy()}
+            item = next(self._files, None)
+            if item is None:
+                return None
+            path, feeds = item if isinstance(item, tuple) else (item, {})
+            return {INPUT_NAME: load_image(path, size=size).numpy(), **feeds}
 
     return Reader()
+
+
+def calibration_items(files: list[Path], conditions: Sequence[tuple[np.ndarray, float]]) -> list[CalibrationItem]:
+    """The calibration images of a conditional student, each fed with the next of ``conditions`` (cond [1, n],
+    strength) in turn, so the activation ranges cover its styles; ``files`` as they are when there are none."""
+    if not conditions:
+        return list(files)
+    return [(f, {COND_NAME: conditions[i % len(conditions)][0].astype(np.float32),
+                 STRENGTH_NAME: np.array([conditions[i % len(conditions)][1]], dtype=np.float32)})
+            for i, f in enumerate(files)]
 
 
 def spread(files: list[Path], count: int) -> list[Path]:
@@ -38,7 +54,7 @@ def spread(files: list[Path], count: int) -> list[Path]:
     return [files[round(i * (len(files) - 1) / (count - 1))] for i in range(count)] if count > 1 else files[:1]
 
 
-def _quantize(fp32: bytes, quantize: str, files: list[Path], size: int, tmp: Path) -> bytes:
+def _quantize(fp32: bytes, quantize: str, files: list[CalibrationItem], size: int, tmp: Path) -> bytes:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_dynamic, quantize_static
 
     src, dst = tmp / "fp32.onnx", tmp / "int8.onnx"
@@ -58,8 +74,9 @@ def _quantize(fp32: bytes, quantize: str, files: list[Path], size: int, tmp: Pat
     return dst.read_bytes()
 
 
-def quantize_model(fp32: bytes, quantize: str, files: list[Path], size: int) -> bytes:
-    """The ``quantize`` ("int8-dynamic" or "int8-static") model of ``fp32``; onnxruntime's failures in one line."""
+def quantize_model(fp32: bytes, quantize: str, files: list[CalibrationItem], size: int) -> bytes:
+    """The ``quantize`` ("int8-dynamic" or "int8-static") model of ``fp32`` (``files``: the calibration items);
+    onnxruntime's failures in one line."""
     with tempfile.TemporaryDirectory(prefix="atelier-export-") as tmp:
         try:
             return _quantize(fp32, quantize, files, size, Path(tmp))
