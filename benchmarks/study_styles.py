@@ -56,10 +56,10 @@ def mean_of(rows: list[dict], key: str) -> float:
     return round(statistics.fmean(r[key] for r in rows), 4)
 
 
-def evaluate(models: list[Path], labels: list[str], held_root: Path, limit: int) -> dict:
+def evaluate(models: list[Path], labels: list[str], held_root: Path, limit: int, threads: int = 2) -> dict:
     from atelier.features.effnet import load_effnet
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     net = load_effnet(variant="lite2")
     loaded = [load_model(m) for m in models]
     styles = loaded[0].style_names
@@ -74,7 +74,7 @@ def evaluate(models: list[Path], labels: list[str], held_root: Path, limit: int)
             rows = []
             t0 = time.perf_counter()
             for c, t in pairs:
-                out = stylize(c, style, model=m).tensor
+                out = stylize(c, style, model=m, size=max(c.shape[-2:])).tensor
                 out8 = (out * 255).round() / 255
                 rows.append({"psnr_db": float(psnr(out8, t)), "ssim": float(ssim(out8, t)),
                              **judge(net, out, c, painting)})
@@ -145,6 +145,7 @@ def main() -> int:
     ap.add_argument("--labels", default="", help="comma-separated labels (default: folder names)")
     ap.add_argument("--held", required=True, help="folder of held-out pairs folders, one per style")
     ap.add_argument("--limit", type=int, default=0, help="held-out pairs per style (0: all)")
+    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sheet-styles", default="", help="styles on the contact sheet (default: the first three)")
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
@@ -152,7 +153,7 @@ def main() -> int:
     labels = a.labels.split(",") if a.labels else [m.name for m in models]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = evaluate(models, labels, Path(a.held), a.limit)
+    results = evaluate(models, labels, Path(a.held), a.limit, a.threads)
     results["command"] = " ".join(["python", *sys.argv])
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "results.md").write_text(markdown(results, labels))

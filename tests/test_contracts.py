@@ -71,11 +71,11 @@ def _method_options(m) -> dict:
 @pytest.mark.parametrize("name", registry.names("method"))
 def test_method_contract(name):
     m = find(name)
-    assert m.kind in KINDS and m.description and m.style in ("required", "baked")
+    assert m.kind in KINDS and m.description and m.style in ("required", "baked", "named")
     assert set(m.options) <= all_options() and {"size", "device", "max_pixels"} <= set(m.options)
     ok, reason = m.availability()
     assert isinstance(ok, bool) and isinstance(reason, str)
-    styles = [make_image(24, 24, 7)] if m.style == "required" else []
+    styles = [make_image(24, 24, 7)] if m.style == "required" else m.style_names[:1] if m.style == "named" else []
     r = api.stylize(make_image(40, 60, 1), styles or None, name, **_method_options(m))
     assert r.tensor.shape == (1, 3, 21, 32) and 0 <= float(r.tensor.min()) <= float(r.tensor.max()) <= 1
     md = r.metadata
@@ -94,7 +94,8 @@ def test_method_refuses_what_it_does_not_read(name):
     with pytest.raises(OptionError, match=f"^{unread[0]} does not apply to {m.kind} method"):
         m.refuse_inapplicable({unread[0]})
     wrong = [make_image(24, 24, 7)] if m.style == "baked" else []
-    with pytest.raises(AtelierError, match="baked in" if wrong else "style image is needed"):
+    match = {"baked": "baked in", "named": "paints named styles"}.get(m.style, "style image is needed")
+    with pytest.raises(AtelierError, match=match):
         api.stylize(make_image(40, 60, 1), wrong or None, name, size=32)
 
 

@@ -35,12 +35,14 @@ from atelier.options import ServeOptions
 from atelier.errors import AtelierError
 from atelier.images import METADATA_KEY, open_image, tensor_to_pil, to_image_tensor
 from atelier.methods import OnePassMethod
-from atelier.methods.feedforward import BUNDLED_DIR
+from atelier.methods.feedforward import BUNDLED_DIR, list_students
 from atelier.serve import create_app, run_server, serve_in_thread
 from atelier.serve.jobs import token_hash
 from conftest import ToyColour, has_magenta_package, make_cond_student, registered_methods
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+BUNDLED_NAMES = {s["name"] for s in list_students()}  # the students shipped in the package
 
 
 def image_bytes(w: int = 96, h: int = 64, fmt: str = "PNG", seed: int = 0, noise: bool = False) -> bytes:
@@ -177,8 +179,10 @@ def test_models_lists_students_engines_options_and_limits(tmp_path):
     with make_client(tmp_path, models=str(models), max_iterations=50) as c:
         body = c.get("/v1/models").json()
     students = {s["name"]: s for s in body["students"]}
-    assert set(students) == {"starry-tiny", "my-student"}
+    assert set(students) == {"starry-tiny", "paintings", "any-style", "my-student"}
     assert students["starry-tiny"]["source"] == "bundled" and students["my-student"]["source"] == "models"
+    assert students["paintings"]["style"] == "named" and students["any-style"]["style"] == "required"
+    assert "starry-night" in {s["name"] for s in students["paintings"]["styles"]}
     assert "folder" not in json.dumps(body["students"])  # no server paths in the listing
     engines = {e["name"]: e for e in body["engines"]}
     assert engines["lite"]["available"] is True
@@ -800,7 +804,7 @@ def test_damaged_models_are_not_listed_and_answer_422(tmp_path, caplog):
     damage = _damaged_models(models)
     with caplog.at_level("WARNING", logger="atelier.serve"), make_client(tmp_path, models=str(models)) as c:
         listed = {s["name"] for s in c.get("/v1/models").json()["students"]}
-        assert listed == {"starry-tiny", "good", "bad-arch"}, listed
+        assert listed == BUNDLED_NAMES | {"good", "bad-arch"}, listed
         c.app.state.service.catalog._at = float("-inf")  # listed again: the log does not say it twice
         c.get("/v1/models")
         for name, why in damage.items():
@@ -810,7 +814,7 @@ def test_damaged_models_are_not_listed_and_answer_422(tmp_path, caplog):
             r = c.post("/v1/stylize", files={"image": ("a.png", image_bytes())}, data={"model": name, "size": "32"})
             assert_json_error(r, 422, f"model '{name}' cannot be used")
             assert str(models) not in r.text
-        assert {s["name"] for s in c.get("/v1/models").json()["students"]} == {"starry-tiny", "good"}
+        assert {s["name"] for s in c.get("/v1/models").json()["students"]} == BUNDLED_NAMES | {"good"}
         r = c.post("/v1/stylize", files={"image": ("a.png", image_bytes())}, data={"model": "good", "size": "32"})
         assert r.status_code == 200
         # Mended in place: listed again.
@@ -1195,7 +1199,7 @@ def test_a_style_set_with_a_damaged_condition_is_not_listed(tmp_path, caplog):
         (folder / "config.json").write_text(json.dumps(config))
     with caplog.at_level("WARNING", logger="atelier.serve"), make_client(tmp_path, models=str(models)) as c:
         r = c.get("/v1/models")
-        assert r.status_code == 200 and {s["name"] for s in r.json()["students"]} == {"starry-tiny", "good"}
+        assert r.status_code == 200 and {s["name"] for s in r.json()["students"]} == BUNDLED_NAMES | {"good"}
         for name in ("numbers", "ints", "twice"):
             assert_json_error(named(c, "a", model=name), 422, f"model '{name}' cannot be used")
             assert any(f"{models / name} is not served" in m for m in caplog.messages), name

@@ -113,7 +113,7 @@ def test_styles_and_sheet_commands(tmp_path, set_dirs, capsys):
     save_image(make_image(48, 64, 3), photo)
     assert main(["sheet", str(photo), "-o", str(tmp_path / "sheet.png"), "--model", str(out), "--size", "64"]) == 0
     sheet = load_image(tmp_path / "sheet.png")
-    assert sheet.shape[-1] > 2 * 64  # photo + two styles in a grid
+    assert sheet.shape[-1] == 6 + 2 * (64 + 6)  # photo + two styles, 2 x 2, every cell the photo's 64 x 48
     assert main(["sheet", str(photo), "-o", str(tmp_path / "s.png"), "--model", str(out), "--style", "monet"]) == 2
     assert "no style 'monet'" in capsys.readouterr().err
     assert not (tmp_path / "s.png").exists()

@@ -37,7 +37,7 @@ def style_sheet(photo: ImageLike, model: Optional[str] = None, size: int = 384, 
     cells = [(tensor_to_pil(content), "photo")]
     records = []
     for w in wanted:
-        result = stylize(content, w["style"], model=w["folder"], strength=strength)
+        result = stylize(content, w["style"], model=w["folder"], strength=strength, size=max(content.shape[-2:]))
         cells.append((result.image, w["style"]))
         records.append({"model": w["model"], "style": w["style"], "seconds": round(result.seconds, 4)})
     cols = columns or math.ceil(math.sqrt(len(cells)))

@@ -39,14 +39,15 @@ class CondTinyGenerator(Generator):
     pad_multiple = 4
     min_size = 8
 
-    def __init__(self, cond_dim: int = 8, base: int = 16, width: int = 64, blocks: int = 4, fold: int = 4):
+    def __init__(self, cond_dim: int = 8, base: int = 16, width: int = 64, blocks: int = 4, fold: int = 4,
+                 bilinear: bool = True):
         where = "tiny-cond generator"
         check_int(where, "cond_dim", cond_dim, 1, 4096)
         check_int(where, "base", base, 2, 256)
         check_int(where, "width", width, 1, 512)
         check_int(where, "blocks", blocks, 0, 32)
         check_int(where, "fold", fold, 1, 8)
-        super().__init__(cond_dim=cond_dim, base=base, width=width, blocks=blocks, fold=fold)
+        super().__init__(cond_dim=cond_dim, base=base, width=width, blocks=blocks, fold=fold, bilinear=bool(bilinear))
         self.pad_multiple = 2 * fold
         self.min_size = 4 * fold
         folded = 3 * fold * fold
@@ -88,7 +89,12 @@ class CondTinyGenerator(Generator):
         y = F.relu(self._cin(self.down(s), next(norms)))
         for a, b in zip(self.res_a, self.res_b):
             y = y + b(F.relu(self._cin(a(y), next(norms))))
-        y = F.interpolate(self.reduce(y), scale_factor=2.0, mode="nearest")
+        # Bilinear, not nearest: nearest copies of the 1/8-resolution features left a grid of dots every 8 px on
+        # flat areas of a trained style set (``bilinear=False`` keeps the first models' arithmetic).
+        if self.arch["bilinear"]:
+            y = F.interpolate(self.reduce(y), scale_factor=2.0, mode="bilinear", align_corners=False)
+        else:
+            y = F.interpolate(self.reduce(y), scale_factor=2.0, mode="nearest")
         y = F.relu(self._cin(self.up(y) + s, next(norms)))
         return F.pixel_shuffle(self.head(torch.cat([y, u], dim=1)), self.arch["fold"])
 

@@ -76,6 +76,19 @@ class _Conditional(StudentTask):
     def generate(self, g: nn.Module, batch) -> torch.Tensor:
         return g(batch[0], batch[2])
 
+    def optimizers(self, modules):
+        """As the student's, with the condition's map (``film``) at ``FILM_LR_SCALE`` x the learning rate: a one-hot
+        condition moves a style's scales and shifts by one Adam step per step, so at the base rate a style set kept
+        painting the mean style for the first thousand steps (measured: benchmarks/README.md section 11)."""
+        opts = super().optimizers(modules)
+        o, g = self.options, modules["g"]
+        g = g.module if hasattr(g, "module") else g
+        film = list(g.film.parameters())
+        rest = [p for p in g.parameters() if all(p is not f for f in film)]
+        opts["g"] = torch.optim.Adam([{"params": rest}, {"params": film, "lr": o.learning_rate * self.film_lr_scale}],
+                                     lr=o.learning_rate, betas=(o.beta1, 0.999))
+        return opts
+
     def export(self, modules) -> tuple[dict[str, torch.Tensor], dict, dict]:
         ema = modules["ema"]
         o = self.options
@@ -157,6 +170,7 @@ class StyleSetBank:
 class StyleSetTask(_Conditional):
     name = "styles"
     options: StyleSetTrainOptions
+    film_lr_scale = 10.0
 
     def data(self, log):
         self.bank = StyleSetBank(self.options, log)
@@ -397,6 +411,7 @@ class ArbitraryTask(_Conditional):
     name = "arbitrary"
     options: ArbitraryTrainOptions
     cond_dim = 100  # Magenta's style embedding
+    film_lr_scale = 1.0  # embeddings are dense and of order 1: the base rate moves them fast enough
 
     def data(self, log):
         self.bank = TeacherBank(self.options, Path(self.options.run_folder()), log)
