@@ -40,7 +40,7 @@ from PIL import Image, ImageDraw
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_magenta import _status_mb, laplacian_variance, photo_at, to_tensor  # noqa: E402
+from bench_magenta import _status_mb, laplacian_variance, photo_at, photo_at_image, to_tensor  # noqa: E402
 
 DATA = HERE.parent.parent / "shared" / "data"
 DEFAULT_PHOTO = DATA / "content" / "bsds500_100007.jpg"
@@ -193,11 +193,6 @@ def contact_sheet(a: argparse.Namespace, styles: list[str], out: Path) -> Path:
     path = out / "sheet.jpg"
     im.save(path, quality=90)
     return path
-
-
-def photo_at_image(img: Image.Image, size: int) -> Image.Image:
-    scale = size / max(img.size)
-    return img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.LANCZOS)
 
 
 def main() -> int:

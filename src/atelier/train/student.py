@@ -95,6 +95,33 @@ class PairBank:
         return [tuple(x.float().div(255).unsqueeze(0) for x in self._load(r, resize=False)) for r in self.held]
 
 
+def fidelity(generator: nn.Module, held: list) -> dict[str, Any]:
+    """Mean PSNR (and SSIM where scikit-image is installed) of the generator's pictures, as saved (8 bits), against
+    the teacher's on held-out (photo, teacher picture, condition) triples; the condition is None for plain students."""
+    from ..metrics import psnr
+
+    if not held:
+        return {}
+    device = next(generator.parameters()).device
+    ps, ss = [], []
+    generator.eval()
+    with torch.no_grad():
+        for c, t, cond in held:
+            out = generator(c.to(device)) if cond is None else generator(c.to(device), cond.to(device))
+            out = (out.clamp(0, 1).cpu() * 255).round() / 255  # what a saved picture holds
+            ps.append(float(psnr(out, t)))
+            try:
+                from ..metrics import ssim
+
+                ss.append(float(ssim(out, t)))
+            except (ImportError, ValueError):
+                pass
+    result: dict[str, Any] = {"pairs": len(held), "psnr_db": round(sum(ps) / len(ps), 3)}
+    if ss:
+        result["ssim"] = round(sum(ss) / len(ss), 4)
+    return result
+
+
 def _gan_loss(kind: str, logits: torch.Tensor, real: bool) -> torch.Tensor:
     target = torch.ones_like(logits) if real else torch.zeros_like(logits)
     if kind == "bce":
@@ -247,30 +274,7 @@ class StudentTask(Task):
         return {k: v for k, v in ema.state_dict().items()}, arch, facts
 
     def _fidelity(self, generator: nn.Module) -> dict[str, Any]:
-        """PSNR (and SSIM where scikit-image is installed) of the student against the teacher on held-out pairs."""
-        from ..metrics import psnr
-
-        held = self.bank.held_out()
-        if not held:
-            return {}
-        device = next(generator.parameters()).device
-        ps, ss = [], []
-        generator.eval()
-        with torch.no_grad():
-            for c, t in held:
-                out = generator(c.to(device)).clamp(0, 1).cpu()
-                out = (out * 255).round() / 255  # what a saved picture holds
-                ps.append(float(psnr(out, t)))
-                try:
-                    from ..metrics import ssim
-
-                    ss.append(float(ssim(out, t)))
-                except (ImportError, ValueError):
-                    pass
-        result: dict[str, Any] = {"pairs": len(held), "psnr_db": round(sum(ps) / len(ps), 3)}
-        if ss:
-            result["ssim"] = round(sum(ss) / len(ss), 4)
-        return result
+        return fidelity(generator, [(c, t, None) for c, t in self.bank.held_out()])
 
     def config_extra(self, facts: dict[str, Any]) -> dict[str, Any]:
         styles = facts["data"].get("styles") or []

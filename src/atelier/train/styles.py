@@ -35,35 +35,10 @@ from ..losses import gram, style_loss
 from ..nets import build_generator, generator_arch
 from ..options import ArbitraryTrainOptions, StyleSetTrainOptions
 from .data import ImageBank, crop_batch
-from .student import PairBank, StudentTask
+from .student import PairBank, StudentTask, fidelity as _fidelity
 from .trainer import model_card
 
 STYLE_SIDE = 256  # style images are read at this long side for the style loss's Gram matrices
-
-
-def _fidelity(generator: nn.Module, held: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
-    """Mean PSNR and SSIM of the generator's pictures (as saved: 8 bits) against the teacher's on ``held``
-    (photo, teacher picture, condition) triples."""
-    from ..metrics import psnr, ssim
-
-    if not held:
-        return {}
-    device = next(generator.parameters()).device
-    ps, ss = [], []
-    generator.eval()
-    with torch.no_grad():
-        for c, t, cond in held:
-            out = generator(c.to(device), cond.to(device)).clamp(0, 1).cpu()
-            out = (out * 255).round() / 255
-            ps.append(float(psnr(out, t)))
-            try:
-                ss.append(float(ssim(out, t)))
-            except (ImportError, ValueError):
-                pass
-    result: dict[str, Any] = {"pairs": len(held), "psnr_db": round(sum(ps) / len(ps), 3)}
-    if ss:
-        result["ssim"] = round(sum(ss) / len(ss), 4)
-    return result
 
 
 class _Conditional(StudentTask):
