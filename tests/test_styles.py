@@ -74,6 +74,10 @@ def test_style_set_trains_paints_by_name_blends_and_dials(tmp_path, set_dirs):
     config = json.loads((out / "config.json").read_text())
     assert config["condition"] == {"type": "styles", "styles": ["dots", "waves"],
                                    "style_images": ["dots.png", "waves.png"]}
+    # The trainer builds the bilinear decoder; a config without the argument (trained before it existed) is rebuilt
+    # with nearest upsampling, the arithmetic it was trained with.
+    assert config["architecture"]["args"]["bilinear"] is True
+    assert build_generator("tiny-cond", {"cond_dim": 2}).arch["bilinear"] is False
     fid = config["training"]["fidelity_held_out"]
     assert fid["pairs"] == 4 and set(fid["per_style"]) == {"dots", "waves"}
     assert "| dots | dots.png |" in (out / "MODEL_CARD.md").read_text()

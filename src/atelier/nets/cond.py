@@ -40,7 +40,7 @@ class CondTinyGenerator(Generator):
     min_size = 8
 
     def __init__(self, cond_dim: int = 8, base: int = 16, width: int = 64, blocks: int = 4, fold: int = 4,
-                 bilinear: bool = True):
+                 bilinear: bool = False):
         where = "tiny-cond generator"
         check_int(where, "cond_dim", cond_dim, 1, 4096)
         check_int(where, "base", base, 2, 256)
@@ -89,8 +89,9 @@ class CondTinyGenerator(Generator):
         y = F.relu(self._cin(self.down(s), next(norms)))
         for a, b in zip(self.res_a, self.res_b):
             y = y + b(F.relu(self._cin(a(y), next(norms))))
-        # Bilinear, not nearest: nearest copies of the 1/8-resolution features left a grid of dots every 8 px on
-        # flat areas of a trained style set (``bilinear=False`` keeps the first models' arithmetic).
+        # Bilinear (what the trainers build), not nearest: nearest copies of the 1/8-resolution features left a grid
+        # of dots every 8 px on flat areas of a trained style set. The default stays nearest so that a folder whose
+        # config predates the argument is rebuilt with the arithmetic it was trained with.
         if self.arch["bilinear"]:
             y = F.interpolate(self.reduce(y), scale_factor=2.0, mode="bilinear", align_corners=False)
         else:

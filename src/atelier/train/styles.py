@@ -46,7 +46,8 @@ class _Conditional(StudentTask):
 
     def make_generator(self) -> nn.Module:
         o = self.options
-        return build_generator(o.generator, {"cond_dim": self.cond_dim, "width": o.width, "blocks": o.blocks})
+        return build_generator(o.generator, {"cond_dim": self.cond_dim, "width": o.width, "blocks": o.blocks,
+                                             "bilinear": True})
 
     def generate(self, g: nn.Module, batch) -> torch.Tensor:
         return g(batch[0], batch[2])
