@@ -266,7 +266,8 @@ class StudentTask(Task):
         o = self.options
         facts: dict[str, Any] = {"generator": o.generator, "parameters": sum(p.numel() for p in ema.parameters()),
                                  "l1_weight": o.l1_weight, "gan_loss": o.gan_loss,
-                                 "perceptual_weight": o.perceptual_weight, "ema": o.ema,
+                                 "perceptual_weight": o.perceptual_weight, "perceptual_net": o.perceptual_net,
+                                 "style_weight": getattr(o, "style_weight", 0.0), "ema": o.ema,
                                  "fidelity_held_out": self._fidelity(ema)}
         if "d" in modules:
             facts["discriminator"] = discriminator_arch(modules["d"])

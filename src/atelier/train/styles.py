@@ -32,10 +32,10 @@ from ..errors import AtelierError
 from ..files import atomic_write_bytes
 from ..images import IMAGE_EXTENSIONS, load_image, resize_to
 from ..losses import gram, style_loss
-from ..nets import build_generator, generator_arch
+from ..nets import build_generator
 from ..options import ArbitraryTrainOptions, StyleSetTrainOptions
 from .data import ImageBank, crop_batch
-from .student import PairBank, StudentTask, fidelity as _fidelity
+from .student import PairBank, StudentTask, fidelity
 from .trainer import model_card
 
 STYLE_SIDE = 256  # style images are read at this long side for the style loss's Gram matrices
@@ -53,7 +53,7 @@ class _Conditional(StudentTask):
         return g(batch[0], batch[2])
 
     def optimizers(self, modules):
-        """As the student's, with the condition's map (``film``) at ``FILM_LR_SCALE`` x the learning rate: a one-hot
+        """As the student's, with the condition's map (``film``) at ``film_lr_scale`` x the learning rate: a one-hot
         condition moves a style's scales and shifts by one Adam step per step, so at the base rate a style set kept
         painting the mean style for the first thousand steps (measured: benchmarks/README.md section 11)."""
         opts = super().optimizers(modules)
@@ -64,20 +64,6 @@ class _Conditional(StudentTask):
         opts["g"] = torch.optim.Adam([{"params": rest}, {"params": film, "lr": o.learning_rate * self.film_lr_scale}],
                                      lr=o.learning_rate, betas=(o.beta1, 0.999))
         return opts
-
-    def export(self, modules) -> tuple[dict[str, torch.Tensor], dict, dict]:
-        ema = modules["ema"]
-        o = self.options
-        facts: dict[str, Any] = {"generator": o.generator, "parameters": sum(p.numel() for p in ema.parameters()),
-                                 "l1_weight": o.l1_weight, "gan_loss": o.gan_loss,
-                                 "perceptual_weight": o.perceptual_weight, "perceptual_net": o.perceptual_net,
-                                 "style_weight": getattr(o, "style_weight", 0.0), "ema": o.ema,
-                                 "fidelity_held_out": self.fidelity(ema)}
-        arch = {"generator": o.generator, "args": generator_arch(ema)}
-        return {k: v for k, v in ema.state_dict().items()}, arch, facts
-
-    def fidelity(self, generator: nn.Module) -> dict[str, Any]:
-        raise NotImplementedError
 
     @staticmethod
     def _fidelity_text(fid: dict[str, Any]) -> str:
@@ -183,15 +169,15 @@ class StyleSetTask(_Conditional):
             loss = loss + style_loss(f[k], target)
         return {"style": self.options.style_weight * loss / len(layers)}
 
-    def fidelity(self, generator: nn.Module) -> dict[str, Any]:
+    def _fidelity(self, generator: nn.Module) -> dict[str, Any]:
         per_style, held_all = {}, []
         n = len(self.bank.names)
         for k, name in enumerate(self.bank.names):
             cond = F.one_hot(torch.tensor([k]), n).float()
             held = [(c, t, cond) for c, t in self.bank.held[k]]
-            per_style[name] = _fidelity(generator, held)
+            per_style[name] = fidelity(generator, held)
             held_all += held
-        overall = _fidelity(generator, held_all)
+        overall = fidelity(generator, held_all)
         return {**overall, "per_style": per_style} if overall else {}
 
     def config_extra(self, facts: dict[str, Any]) -> dict[str, Any]:
@@ -400,8 +386,8 @@ class ArbitraryTask(_Conditional):
                 "crops_per_style": o.crops_per_style, "interpolate": o.interpolate,
                 "held_out": len(data.held), "held_out_styles": getattr(data, "held_style_names", [])}
 
-    def fidelity(self, generator: nn.Module) -> dict[str, Any]:
-        return _fidelity(generator, self.bank.held)
+    def _fidelity(self, generator: nn.Module) -> dict[str, Any]:
+        return fidelity(generator, self.bank.held)
 
     def config_extra(self, facts: dict[str, Any]) -> dict[str, Any]:
         return {"condition": {"type": "magenta-embedding", "dim": self.cond_dim,
