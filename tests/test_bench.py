@@ -290,3 +290,20 @@ def test_options_defaults_and_command():
     assert list(bench.JUDGE_LEVELS) == ["effnet-lite2", "vgg19", "random"]
     with pytest.raises(AtelierError, match="sizes"):
         bench.BenchOptions.from_kwargs(sizes="8")
+
+
+def test_json_prints_where_the_results_are_and_the_key_numbers(pairs_file, tmp_path, capsys):
+    out = tmp_path / "res"
+    assert bench_cli("--methods", "gatys", "--pairs", pairs_file, "--out", out, *FAST[:-1], "--no-isolate",
+                     "--json") == 0
+    captured = capsys.readouterr()
+    record = json.loads(captured.out)  # one JSON object and nothing else on stdout
+    assert record["results"] == str(out / "results.json") and record["report"] == str(out / "results.md")
+    assert record["records"] == 3 and record["command"].startswith("atelier bench --methods gatys")
+    summary = {s["method"]: s for s in record["summary"]}
+    assert set(summary) == {"gatys", "textbook-gatys"}
+    assert summary["gatys"]["size"] == 32 and summary["gatys"]["images"] == 2 and summary["gatys"]["median_s"] > 0
+    assert summary["gatys"]["speedup_vs_baseline"] > 0 and set(summary["gatys"]["quality"]) >= {"ssim", "style_gram"}
+    assert summary == {s["method"]: {k: s[k] for k in summary["gatys"]}
+                       for s in json.loads((out / "results.json").read_text())["summary"]}
+    assert "bench: judge" in captured.err and "wrote" in captured.err  # the human lines went to stderr

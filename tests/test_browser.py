@@ -183,7 +183,7 @@ def test_one_pass_method_with_a_style_upload_from_upload_to_result(page, tmp_pat
     assert not page.eval_on_selector("#style", "i => i.multiple")  # it takes one style image
     assert "in the style of the image you give it" in page.text_content("#model-help")
     shown = page.eval_on_selector_all("#options [name], #advanced-options [name]", "xs => xs.map(x => x.name)")
-    assert sorted(shown) == ["seed", "size", "style_scale"]  # the options it reads, as /v1/models lists them
+    assert sorted(shown) == ["seed", "size", "strength", "style_scale"]  # what it reads, as /v1/models lists
     # The page itself refuses a run without a style image.
     page.click("#submit")
     page.wait_for_function("() => document.getElementById('error').textContent.includes('style image')")
@@ -310,6 +310,8 @@ def test_engine_job_shows_progress_until_done(page, tmp_path, monkeypatch):
     page.set_input_files("#image", str(write_png(tmp_path / "photo.png", 96, 64)))
     page.select_option("#model", "engine:lite")
     assert page.is_visible("#style-row") and page.is_visible("#advanced")
+    # Every method reads strength (issue 15): an engine shows the slider among its main options.
+    assert page.get_attribute("#options #opt-strength", "type") == "range"
     page.set_input_files("#style", str(write_png(tmp_path / "style.png", 48, 48, seed=3)))
     page.fill("#opt-size", "64")
     page.fill("#opt-iterations", "10")

@@ -204,7 +204,7 @@ def test_a_registered_toy_net_and_one_pass_method_run_through_the_cli(toys, tmp_
                  "--iterations", "5"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == "atelier: error: --iterations does not apply to one-pass method toy-colour (it reads only " \
-                  "device, max_pixels, seed, size, style_scale)"
+                  "device, max_pixels, seed, size, strength, style_scale)"
     assert not (tmp_path / "x.png").exists()
 
     assert main(["methods"]) == 0

@@ -579,7 +579,9 @@ def test_arrays_and_tensors_of_common_dtypes_give_the_same_pixels():
     (torch.zeros(2, 3, 4, 4), "shape"),
     (None, "got NoneType"),
     (7, "got int"),
-    (b"\x89PNG", "got bytes"),
+    (b"\x89PNG", "image \\(bytes\\) is not an image"),  # bytes are decoded as a file's (issue 15): these are not one
+    (b"", "image \\(bytes\\) is empty"),
+    (io.StringIO("not bytes"), "gave text, not bytes"),
 ])
 def test_bad_inputs_raise_one_line_atelier_errors(bad, message):
     from atelier.images import to_image_tensor

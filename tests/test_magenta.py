@@ -348,8 +348,8 @@ def test_weights_options_and_files(tmp_path, monkeypatch, capsys):
     assert main(["stylize", str(tmp_path / "photo.png"), "--style", str(tmp_path / "photo.png"), "-m", "magenta",
                  "-o", str(tmp_path / "o.png"), "--magenta-weights", str(tmp_path / "missing.safetensors")]) == 2
     assert capsys.readouterr().err.startswith("atelier: error: --magenta-weights ")
-    # Other methods refuse the magenta options; magenta refuses theirs.
-    for name, bad in (("lite", {"strength": 0.5}), ("lite", RANDOM), ("magenta", {"seed": 1}),
+    # Other methods refuse the magenta options; magenta refuses theirs (strength is every method's since issue 15).
+    for name, bad in (("lite", RANDOM), ("magenta", {"seed": 1}),
                       ("magenta", {"iterations": 3}), ("magenta", {"vgg_weights": "random"})):
         with pytest.raises(OptionError, match=f"^{list(bad)[0]} does not apply"):
             api.stylize(make_image(24, 32, 1), make_image(16, 16, 2), name, size=32, **bad)

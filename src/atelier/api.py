@@ -4,7 +4,8 @@
 bundled student's name, a student model folder or a loaded model), refuses options that do not apply to it, loads
 the inputs through the one pixel gate, runs it and returns a ``StylizeResult`` (the picture, per-step statistics and
 the metadata that ``save`` writes with it). ``stylize_folder`` does the same for every image in a folder.
-``load_model`` loads a student (cached); ``list_methods`` describes every registered method.
+``load_model`` loads a student (cached); ``list_methods`` describes every registered method; ``info`` describes the
+installation (versions, devices, bundled models, weights sources: ``atelier.info``).
 """
 
 from __future__ import annotations
@@ -21,19 +22,19 @@ from PIL import Image
 from . import __version__, registry
 from .devices import resolve_device
 from .errors import AtelierError, OptionError
-from .images import SUPPORTED_SAVE, check_output_path, list_images, open_image, save_image, tensor_to_pil, \
-    to_image_tensor
+from .images import SUPPORTED_SAVE, check_output_path, encode_image, list_images, open_image, save_image, \
+    tensor_to_pil, to_image_tensor
 from .methods import Method, find
 from .methods.feedforward import StudentModel, load_student
 from .options import DEFAULT_METHOD, StylizeOptions
 from .progress import Callback
 
-ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
+ImageLike = Union[str, os.PathLike, bytes, Image.Image, np.ndarray, torch.Tensor]  # or a binary file object
 ModelLike = Union[str, os.PathLike, StudentModel]
 MethodLike = Union[str, os.PathLike, StudentModel, Method]
 
 __all__ = ["stylize", "stylize_folder", "load_model", "list_methods", "find_method", "resolve_device", "fetch_weights",
-           "make_lite",
+           "make_lite", "info",
            "StylizeResult", "DEFAULT_METHOD"]
 
 
@@ -54,6 +55,10 @@ class StylizeResult:
 
     def save(self, path: Union[str, os.PathLike]) -> Path:
         return save_image(self.tensor, path, self.metadata)
+
+    def to_bytes(self, format: str = "png") -> bytes:
+        """The picture as the bytes of a ``png``, ``jpeg`` or ``webp`` file (a PNG carries the metadata)."""
+        return encode_image(self.tensor, format, self.metadata)
 
 
 def _label(image: ImageLike) -> str:
@@ -80,28 +85,43 @@ def find_method(method: Optional[MethodLike] = None, model: Optional[ModelLike] 
     return find(DEFAULT_METHOD if method is None else method)
 
 
-def stylize(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike], None] = None,
-            method: Optional[MethodLike] = None, *, model: Optional[ModelLike] = None,
-            callback: Optional[Callback] = None, **options: Any) -> StylizeResult:
-    """Stylise ``content`` in the style of ``style`` (one image or several, blended by ``style_weights``).
-
-    ``method``: a method name (see ``list_methods``; default ``lite``), a bundled student's name, a student model
-    folder, a ``StudentModel`` or a ``Method``. ``options`` are the fields of ``atelier.options.StylizeOptions``;
-    one the method does not read is refused, as is a style image given to a student (its style is baked in).
-    """
+def prepare(style: Union[ImageLike, Sequence[ImageLike], None], method: Optional[MethodLike],
+            model: Optional[ModelLike], options: dict[str, Any], content: Optional[ImageLike] = None
+            ) -> tuple[Method, StylizeOptions, list, dict, Optional[torch.Tensor]]:
+    """What ``stylize`` does before it sees the photo, for callers that paint many (video frames): the method,
+    found and its options checked and resolved; the styles as tensors (a style set's: checked names); the option
+    names the caller gave; ``content`` (if given) through the gate before the styles, so its errors come first.
+    -> ``(method, options, styles, given, content tensor or None)``."""
     m = find_method(method, model)
-    given, reads = set(options), m.options
+    given = set(options)
     opts = StylizeOptions.from_kwargs(**options).replace(method=m.name, model=None)
     m.refuse_inapplicable(given)
     opts = m.resolve(opts)
     styles = [] if style is None else list(style) if isinstance(style, (list, tuple)) else [style]
     m.check_styles(len(styles))
-    device = resolve_device(opts.device)
-    content_t = to_image_tensor(content, opts.size, opts.max_pixels, "content")
+    content_t = None if content is None else to_image_tensor(content, opts.size, opts.max_pixels, "content")
     if m.style == "named":  # a style set: names, checked here, reach run as they are
         style_ts = [m.find_style(s) for s in styles]
     else:
         style_ts = [to_image_tensor(s, m.style_side(opts), opts.max_pixels, "style") for s in styles]
+    return m, opts, style_ts, {k: options[k] for k in given}, content_t
+
+
+def stylize(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike], None] = None,
+            method: Optional[MethodLike] = None, *, model: Optional[ModelLike] = None,
+            callback: Optional[Callback] = None, **options: Any) -> StylizeResult:
+    """Stylise ``content`` in the style of ``style`` (one image or several, blended by ``style_weights``). Images are
+    anything the pixel gate takes (``images.to_image_tensor``): a path, a file's bytes or a binary file object, a PIL
+    image, a numpy array or a tensor.
+
+    ``method``: a method name (see ``list_methods``; default ``lite``), a bundled student's name, a student model
+    folder, a ``StudentModel`` or a ``Method``. ``options`` are the fields of ``atelier.options.StylizeOptions``;
+    one the method does not read is refused, as is a style image given to a student (its style is baked in).
+    """
+    m, opts, style_ts, given, content_t = prepare(style, method, model, options, content)
+    reads = m.options
+    styles = [] if style is None else list(style) if isinstance(style, (list, tuple)) else [style]
+    device = resolve_device(opts.device)
     painting = m.run(content_t, style_ts, opts, device, callback)
     metadata = {
         "atelier_version": __version__,
@@ -156,6 +176,7 @@ class FolderResult:
     seconds: float                         # stylisation time, summed
     method: str
     interrupted: bool = False
+    records: list[dict] = field(default_factory=list)  # per picture written: input, output and its metadata
 
 
 def stylize_folder(folder: Union[str, os.PathLike], out_dir: Union[str, os.PathLike],
@@ -194,6 +215,8 @@ def stylize_folder(folder: Union[str, os.PathLike], out_dir: Union[str, os.PathL
                 result.metadata.update(content=src.name, styles=style_names)
                 done.written.append(result.save(target))
                 done.seconds += result.seconds
+                done.records.append({"input": str(src), "output": str(done.written[-1]),
+                                     "metadata": result.metadata})
             if progress is not None:
                 progress(i + 1, len(pairs))
     except KeyboardInterrupt:
@@ -266,3 +289,11 @@ def list_methods() -> list[dict[str, Any]]:
         out.append({"name": name, "kind": m.kind, "description": m.description, "available": ok, "reason": reason,
                     "style": m.style, "defaults": defaults})
     return out
+
+
+def info(paths: bool = True) -> dict[str, Any]:
+    """Versions, devices, the bundled models and where each feature net's weights come from, reading no weights
+    (``atelier.info.collect``); ``paths=False`` leaves out every filesystem path."""
+    from .info import collect
+
+    return collect(paths)

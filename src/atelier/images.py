@@ -1,7 +1,8 @@
 """Load, convert, resize and save images: the one pixel convention.
 
 Contract: between modules an image is a ``float32`` torch tensor ``[N,3,H,W]``, RGB, range [0,1].
-``open_image`` turns any readable file into a fully loaded 8-bit RGB ``PIL.Image`` (EXIF orientation applied,
+``open_image`` turns any readable file (a path, its bytes or a binary file object such as stdin) into a fully
+loaded 8-bit RGB ``PIL.Image`` (EXIF orientation applied,
 alpha composited over white); ``pil_to_tensor``/``tensor_to_pil`` convert exactly for 8-bit values.
 Every problem a user can cause (missing, unreadable, corrupt or oversized file, bad output path) raises
 ``AtelierError`` with a one-line message naming the path. Writes are atomic: a temporary file in the target's
@@ -11,13 +12,14 @@ directory is fsynced and renamed into place, so a crash never leaves a half-writ
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import os
 import threading
 import warnings
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, BinaryIO, Union
 
 import numpy as np
 import torch
@@ -64,11 +66,22 @@ def _corrupt(path: Path, err: BaseException) -> AtelierError:
                         "re-export or re-download the image")
 
 
-def open_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Open an image file as a fully decoded RGB ``PIL.Image`` (EXIF-rotated, alpha over white)."""
-    p = Path(path)
+def open_image(source: Union[PathLike, bytes, bytearray, memoryview, BinaryIO],
+               max_pixels: int = DEFAULT_MAX_PIXELS, label: str | None = None) -> Image.Image:
+    """Open an image as a fully decoded RGB ``PIL.Image`` (EXIF-rotated, alpha over white).
+
+    ``source``: a path, the file's bytes, or a binary file object (read to its end: stdin, an upload). Messages name
+    a path by itself and bytes or a file object by ``label`` (default ``"image bytes"``; the CLI says ``stdin``).
+    """
     if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
         raise OptionError("max_pixels", f"must be a positive whole number, got {max_pixels!r}")
+    if isinstance(source, (bytes, bytearray, memoryview)) or hasattr(source, "read"):
+        name = label or "image bytes"
+        data = _read_all(source, name)
+        if not data:
+            raise AtelierError(f"{name} is empty (0 bytes); give the bytes of an image file")
+        return _decode(io.BytesIO(data), name, max_pixels)
+    p = Path(source)
     try:
         f = open(p, "rb")  # opened by us so missing/directory/permission problems get precise messages
     except FileNotFoundError:
@@ -82,39 +95,57 @@ def open_image(path: PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Im
     with f:
         if os.fstat(f.fileno()).st_size == 0:
             raise AtelierError(f"{p} is empty (0 bytes); re-export or re-download the image")
-        _allow_in_pillow(max_pixels)
-        # Pillow's bomb warning means "over the limit": make it an exception so nothing gets decoded.
-        # (catch_warnings is process-wide; racing threads can at worst leave this stricter filter installed.)
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            try:
-                img = Image.open(f)  # reads the header only
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-                raise _too_many(p, None, max_pixels) from None
-            except UnidentifiedImageError:
-                raise AtelierError(f"{p} is not an image atelier can read; use {_READABLE}") from None
-            except Exception as e:  # a broken header surfaces as many exception types
-                raise _corrupt(p, e) from None
-            w, h = img.size
-            if w <= 0 or h <= 0:
-                raise AtelierError(f"{p} has zero width or height ({w}x{h}); use a non-empty image")
-            if w * h > max_pixels:
-                raise _too_many(p, (w, h), max_pixels)
-            try:
-                # ImageFile.LOAD_TRUNCATED_IMAGES stays False, so a short file raises here instead of
-                # being padded with grey. GIF/WebP/APNG: the current frame after open is the first one.
-                img.load()
-            except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-                raise _too_many(p, (w, h), max_pixels) from None
-            except MemoryError:
-                raise AtelierError(f"not enough memory to decode {p} ({w}x{h}); "
-                                   "use a smaller image or lower --max-pixels") from None
-            except Exception as e:
-                raise _corrupt(p, e) from None
+        return _decode(f, label or str(p), max_pixels)
+
+
+def _read_all(source: Any, name: str) -> bytes:
+    """The bytes of ``source`` (bytes-like, or a binary file object read to its end)."""
+    if not hasattr(source, "read"):
+        return bytes(source)
+    try:
+        data = source.read()
+    except OSError as e:
+        raise AtelierError(f"cannot read {name} ({e.strerror or e})") from None
+    if not isinstance(data, (bytes, bytearray)):
+        raise AtelierError(f"{name} gave text, not bytes; open the file in binary mode ('rb')")
+    return bytes(data)
+
+
+def _decode(f: BinaryIO, p: Any, max_pixels: int) -> Image.Image:
+    """Decode an opened binary file ``f`` (``p`` names it in messages) within ``max_pixels``."""
+    _allow_in_pillow(max_pixels)
+    # Pillow's bomb warning means "over the limit": make it an exception so nothing gets decoded.
+    # (catch_warnings is process-wide; racing threads can at worst leave this stricter filter installed.)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            ImageOps.exif_transpose(img, in_place=True)
-        except Exception:
-            pass  # malformed EXIF: the pixels are fine, so keep them as stored rather than refuse the file
+            img = Image.open(f)  # reads the header only
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise _too_many(p, None, max_pixels) from None
+        except UnidentifiedImageError:
+            raise AtelierError(f"{p} is not an image atelier can read; use {_READABLE}") from None
+        except Exception as e:  # a broken header surfaces as many exception types
+            raise _corrupt(p, e) from None
+        w, h = img.size
+        if w <= 0 or h <= 0:
+            raise AtelierError(f"{p} has zero width or height ({w}x{h}); use a non-empty image")
+        if w * h > max_pixels:
+            raise _too_many(p, (w, h), max_pixels)
+        try:
+            # ImageFile.LOAD_TRUNCATED_IMAGES stays False, so a short file raises here instead of
+            # being padded with grey. GIF/WebP/APNG: the current frame after open is the first one.
+            img.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise _too_many(p, (w, h), max_pixels) from None
+        except MemoryError:
+            raise AtelierError(f"not enough memory to decode {p} ({w}x{h}); "
+                               "use a smaller image or lower --max-pixels") from None
+        except Exception as e:
+            raise _corrupt(p, e) from None
+    try:
+        ImageOps.exif_transpose(img, in_place=True)
+    except Exception:
+        pass  # malformed EXIF: the pixels are fine, so keep them as stored rather than refuse the file
     try:
         return _to_rgb(img)
     except ValueError:
@@ -174,8 +205,9 @@ def load_image(path: PathLike, size: int | None = None, max_pixels: int = DEFAUL
 
 def to_image_tensor(image: Any, size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                     what: str = "image") -> torch.Tensor:
-    """The one input gate: a path, a PIL image of any mode, a numpy array or a tensor -> ``[1,3,H,W]`` float32 in
-    [0,1] on the CPU, resized so the long side is ``size`` (if given). Anything else raises ``AtelierError``.
+    """The one input gate: a path, an image file's bytes or a binary file object (decoded as ``open_image`` decodes a
+    file), a PIL image of any mode, a numpy array or a tensor -> ``[1,3,H,W]`` float32 in [0,1] on the CPU, resized
+    so the long side is ``size`` (if given). Anything else raises ``AtelierError``.
 
     PIL images go through the same conversion as files (``_to_rgb``: 16-bit and float modes scaled, alpha over
     white). Arrays and tensors: ``[H,W]``, ``[H,W,C]`` (numpy) or ``[C,H,W]``/``[1,C,H,W]`` (torch), C = 1, 3 or 4;
@@ -184,6 +216,9 @@ def to_image_tensor(image: Any, size: int | None = None, max_pixels: int = DEFAU
     """
     if isinstance(image, (str, os.PathLike)):
         return load_image(image, size=size, max_pixels=max_pixels)
+    if isinstance(image, (bytes, bytearray, memoryview)) or (hasattr(image, "read") and not
+                                                             isinstance(image, (np.ndarray, torch.Tensor))):
+        image = open_image(image, max_pixels, label=f"{what} (bytes)")  # then the PIL path: the same pixels
     if isinstance(image, Image.Image):
         w, h = image.size
         if w <= 0 or h <= 0:
@@ -201,8 +236,8 @@ def to_image_tensor(image: Any, size: int | None = None, max_pixels: int = DEFAU
     elif isinstance(image, torch.Tensor):
         t = _array_to_tensor(image.detach().cpu(), channels_last=False, what=what, max_pixels=max_pixels)
     else:
-        raise AtelierError(f"{what} must be a file path, a PIL image, a numpy array or a torch tensor, got "
-                           f"{type(image).__name__}")
+        raise AtelierError(f"{what} must be a file path, an image file's bytes, a binary file object, a PIL image, a "
+                           f"numpy array or a torch tensor, got {type(image).__name__}")
     if size is None:
         return t
     _check_resized(t, size, max_pixels, what)
@@ -318,15 +353,12 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".json")  # out.jpg -> out.jpg.json
 
 
-def save_image(image: torch.Tensor | Image.Image, path: PathLike, metadata: dict[str, Any] | None = None,
-               quality: int = 95) -> Path:
-    """Save a ``[1,3,H,W]``/``[3,H,W]`` tensor or PIL image atomically; format from the extension.
+FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}  # what ``encode_image`` writes, by name
 
-    ``metadata`` (JSON-serialisable) goes into a PNG text chunk ``"atelier"``, or for JPEG/WebP into a sidecar
-    ``<path>.json``; a stale sidecar from an earlier save without metadata is removed. Read it back with
-    ``read_metadata``.
-    """
-    p = check_output_path(path)
+
+def _encoding(image: torch.Tensor | Image.Image, fmt: str, metadata: dict[str, Any] | None,
+              quality: int) -> tuple[Image.Image, str | None, dict[str, Any]]:
+    """(8-bit RGB picture, metadata as JSON text or None, Pillow save options) for writing ``image`` as ``fmt``."""
     if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
         raise AtelierError(f"quality must be a whole number from 1 to 100, got {quality!r}")
     if isinstance(image, torch.Tensor):
@@ -334,9 +366,8 @@ def save_image(image: torch.Tensor | Image.Image, path: PathLike, metadata: dict
     elif isinstance(image, Image.Image):
         pil = _to_rgb(image)
     else:
-        raise TypeError(f"save_image expects a tensor or PIL image, got {type(image).__name__}")
+        raise TypeError(f"expected a tensor or PIL image, got {type(image).__name__}")
     text = None if metadata is None else json.dumps(metadata)  # TypeError here = caller bug, nothing written
-    fmt = _SAVE_FORMATS[p.suffix.lower()]
     options: dict[str, Any] = {}
     if fmt == "PNG" and text is not None:
         info = PngInfo()
@@ -346,6 +377,39 @@ def save_image(image: torch.Tensor | Image.Image, path: PathLike, metadata: dict
         options.update(quality=quality, subsampling=0)  # 4:4:4: stylised colour edges blur under 4:2:0
     elif fmt == "WEBP":
         options.update(quality=quality)
+    return pil, text, options
+
+
+def encode_image(image: torch.Tensor | Image.Image, fmt: str = "png", metadata: dict[str, Any] | None = None,
+                 quality: int = 95) -> bytes:
+    """The bytes of ``image`` as a ``fmt`` file (``png``, ``jpeg`` or ``webp``), encoded as ``save_image`` encodes
+    it: for a pipe or a response. ``metadata`` goes into a PNG's ``"atelier"`` text chunk; JPEG and WebP bytes have
+    no sidecar to carry it, so it is left out of them."""
+    name = str(fmt).lower().removeprefix(".")
+    name = "jpeg" if name == "jpg" else name
+    if name not in FORMATS:
+        raise OptionError("format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    pil, _text, options = _encoding(image, FORMATS[name], metadata if name == "png" else None, quality)
+    buf = io.BytesIO()
+    try:
+        pil.save(buf, format=FORMATS[name], **options)
+    except Exception as e:  # encoder limits (WebP max 16383 px)
+        raise AtelierError(f"could not encode the picture as {FORMATS[name]} ({type(e).__name__}: {e}); "
+                           "check the image size") from None
+    return buf.getvalue()
+
+
+def save_image(image: torch.Tensor | Image.Image, path: PathLike, metadata: dict[str, Any] | None = None,
+               quality: int = 95) -> Path:
+    """Save a ``[1,3,H,W]``/``[3,H,W]`` tensor or PIL image atomically; format from the extension.
+
+    ``metadata`` (JSON-serialisable) goes into a PNG text chunk ``"atelier"``, or for JPEG/WebP into a sidecar
+    ``<path>.json``; a stale sidecar from an earlier save without metadata is removed. Read it back with
+    ``read_metadata``.
+    """
+    p = check_output_path(path)
+    fmt = _SAVE_FORMATS[p.suffix.lower()]
+    pil, text, options = _encoding(image, fmt, metadata, quality)
     try:
         with atomic_path(p) as tmp:
             pil.save(tmp, format=fmt, **options)

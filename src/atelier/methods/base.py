@@ -14,7 +14,8 @@ as a model folder (``atelier.methods.find``):
   net's; others: none), and ``resolve(options)`` -> the options with them filled in;
 - ``run(content, styles, options, device, callback)`` -> ``Painting``: ``content`` is ``[1,3,H,W]`` in [0,1] at the
   output size, ``styles`` a list of ``[1,3,h,w]`` (empty for a baked style). The painting's ``metadata`` names the
-  weights (``weights``, ``random_weights``) and whatever else the method wants recorded.
+  weights (``weights``, ``random_weights``) and whatever else the method wants recorded; a method that reads
+  ``strength`` records it and how it applied it (``strength``, ``strength_applied``).
 
 ``atelier.api.stylize`` holds no branching by kind: it finds the method, refuses what does not apply, converts the
 inputs through the one gate and calls ``run``.
@@ -40,9 +41,10 @@ COMMON_OPTIONS = frozenset({"method", "model", "size", "device", "max_pixels"})
 WEIGHTS_OPTIONS = frozenset({"lite_model", "vgg_weights", "effnet_weights", "magenta_weights"})
 # Options that only one-pass nets read (tile a large picture so memory stays bounded).
 ONE_PASS_OPTIONS = frozenset({"tile"})
-# Options that only style-conditioned one-pass nets read (how far from the photo's own style to go); the
-# optimisation engine never claims them.
-CONDITIONED_OPTIONS = frozenset({"strength"})
+# How far from the photo to go, in [0,1]. Every built-in kind reads it, each in its own way (``StylizeOptions.
+# strength`` says how; the painting's metadata records ``strength_applied``). A Method subclass claims it only by
+# listing it, so one that does not apply it has it refused, never ignored.
+STRENGTH_OPTIONS = frozenset({"strength"})
 
 
 @dataclass
@@ -104,13 +106,31 @@ class Method:
         raise NotImplementedError
 
 
+PIXEL_BLEND = "pixel blend: strength x picture + (1 - strength) x photo"
+
+
+def blend_with_photo(picture: torch.Tensor, photo: torch.Tensor, strength: float) -> torch.Tensor:
+    """``strength * picture + (1 - strength) * photo`` (the photo resized to the picture's size if they differ):
+    strength 1 gives the picture and 0 the photo, exactly."""
+    if strength >= 1:
+        return picture
+    from ..images import resize_to
+
+    photo = resize_to(photo.to(picture.device, picture.dtype), tuple(picture.shape[-2:]))
+    if strength <= 0:
+        return photo.clone()
+    return (strength * picture + (1 - strength) * photo).clamp(0, 1)
+
+
 class OnePassMethod(Method):
     """The slot for style-conditioned one-pass methods (a photo and a style image in, a picture out, one forward
-    pass). A subclass gives ``paint``; more than one style image is refused unless it sets ``blends_styles``."""
+    pass). A subclass gives ``paint``; more than one style image is refused unless it sets ``blends_styles``.
+    ``strength`` blends the picture with the photo in pixel space (``blend_with_photo``) unless the subclass applies
+    it itself (its own ``run``, as magenta does in its style embedding)."""
 
     kind = "one-pass"
     style = "required"
-    options = COMMON_OPTIONS | {"style_scale", "seed"}
+    options = COMMON_OPTIONS | STRENGTH_OPTIONS | {"style_scale", "seed"}
     blends_styles = False
     weights = "random"         # the identity of its weights, recorded with every picture
     random_weights = True
@@ -125,11 +145,15 @@ class OnePassMethod(Method):
             raise AtelierError(f"method {self.name} takes one style image, got {len(styles)}")
         t0 = time.perf_counter()
         with torch.inference_mode():
-            image = self.paint(content.to(device), [s.to(device) for s in styles], options, device)
+            photo = content.to(device)
+            image = photo if options.strength <= 0 else \
+                self.paint(photo, [s.to(device) for s in styles], options, device).clamp(0, 1)
+            image = blend_with_photo(image, photo, options.strength)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         return Painting(image.clamp(0, 1), time.perf_counter() - t0,
-                        metadata={"weights": self.weights, "random_weights": self.random_weights})
+                        metadata={"weights": self.weights, "random_weights": self.random_weights,
+                                  "strength": options.strength, "strength_applied": PIXEL_BLEND})
 
 
 @functools.lru_cache(maxsize=1)

@@ -43,7 +43,8 @@ from ..nets import build_generator
 from ..options import StylizeOptions
 from ..progress import Callback
 from ..tiling import DEFAULT_OVERLAP, check_tiling, iter_tiles
-from .base import COMMON_OPTIONS, CONDITIONED_OPTIONS, ONE_PASS_OPTIONS, Method, Painting
+from .base import COMMON_OPTIONS, ONE_PASS_OPTIONS, PIXEL_BLEND, STRENGTH_OPTIONS, Method, Painting, \
+    blend_with_photo
 
 KIND = "student"
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"  # atelier/weights: shipped model folders
@@ -341,11 +342,13 @@ class StudentMethod(Method):
     """A trained student as a method: one forward pass (or blended tiles), its style baked into its weights.
 
     Built from a folder (reading only its config until the first run) or from a loaded ``StudentModel``.
+    ``strength``: a plain student's picture is blended with the photo in pixel space (``blend_with_photo``; 0 gives
+    the photo exactly, without running the net); a conditional student blends inside its generator, in the same pass.
     """
 
     kind = KIND
     style = "baked"
-    options = COMMON_OPTIONS | ONE_PASS_OPTIONS
+    options = COMMON_OPTIONS | ONE_PASS_OPTIONS | STRENGTH_OPTIONS
 
     def __init__(self, folder: Union[PathLike, StudentModel]):
         self._model = folder if isinstance(folder, StudentModel) else None
@@ -367,7 +370,7 @@ class StudentMethod(Method):
             # A conditional student: a style set takes style names, the arbitrary student style images; both blend
             # several (style_weights) and dial the style (strength: a blend with the photo in the same pass).
             self.style = CONDITIONS.get(self.condition, "required")
-            self.options = COMMON_OPTIONS | ONE_PASS_OPTIONS | CONDITIONED_OPTIONS | {"style_weights"}
+            self.options = COMMON_OPTIONS | ONE_PASS_OPTIONS | STRENGTH_OPTIONS | {"style_weights"}
             self.blends_styles = True
             self.style_names = list(config["condition"].get("styles") or []) if self.condition == "styles" else []
             if self.condition == "magenta-embedding":
@@ -418,15 +421,20 @@ class StudentMethod(Method):
 
             nets = load_magenta(options.magenta_weights, torch.device("cpu"))
             cond, style = mix([embed(nets, s) for s in styles], options.style_weights), "style image embedding"
-        strength = options.strength if cond is not None else None
-        image = model.run(content, tile=options.tile, device=device, cond=cond, strength=strength)
+        if cond is not None:  # the generator blends with the photo itself, in the same pass
+            image = model.run(content, tile=options.tile, device=device, cond=cond, strength=options.strength)
+            applied = "in the generator: its picture blended with the photo in the same pass"
+        else:
+            image = content if options.strength <= 0 else model.run(content, tile=options.tile, device=device)
+            image = blend_with_photo(image, content, options.strength)
+            applied = PIXEL_BLEND
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
-        extra = {"strength": strength} if cond is not None else {}
         return Painting(image.detach().cpu(), seconds, metadata={
             "weights": model.identity, "random_weights": False, "style": style,
-            "model_folder": str(model.folder), "tile": options.tile, **extra})
+            "model_folder": str(model.folder), "tile": options.tile, "strength": options.strength,
+            "strength_applied": applied})
 
 
 def bundled_methods() -> dict[str, tuple[Callable[[], StudentMethod], str]]:

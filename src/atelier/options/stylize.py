@@ -44,9 +44,13 @@ class StylizeOptions:
                                         "feature net's", list_of=str)
     style_weights: Optional[tuple] = opt(None, "blend weights, one per --style image or style name (default: "
                                          "equal)", list_of=float, metavar="W1,W2")
-    strength: float = opt(1.0, "how far from the photo to go, in [0,1]: magenta interpolates the style embedding "
-                          "from the photo's own to the painting's (Ghiasi et al.); conditional students (style "
-                          "sets, the arbitrary student) blend their picture with the photo in the same pass")
+    strength: float = opt(1.0, "how far from the photo to go, in [0,1] (0 = the photo, 1 = the full style); each "
+                          "kind of method applies it its own way: optimisation engines (lite, effnet, gatys) scale the "
+                          "style weight on a geometric dial (style_weight x 1000^(strength-1); 0 returns the photo "
+                          "without optimising); plain students blend their picture with the photo (strength x picture + (1 - strength) x "
+                          "photo); conditional students (style sets, the arbitrary student) make that blend in the "
+                          "same pass; magenta interpolates the style embedding from the photo's own to the "
+                          "painting's (Ghiasi et al.)")
     init: str = opt("content", "start image: content, random (seeded noise) or a path to an image",
                     metavar="content|random|PATH")
     pooling: str = opt("max", "pooling in the feature net", choices=("max", "avg"))

@@ -6,16 +6,19 @@ limit, nosniff), the open routes (``routes``: page, health, models, one-pass sty
 
     GET  /                      the web page (static/index.html; nothing loaded from elsewhere)
     GET  /healthz               {"status": "ok", ...} with the lanes' load
+    GET  /v1/info               versions (atelier, python, torch, numpy, ...), devices and the bundled models; no
+                                filesystem paths
     GET  /v1/models             students (bundled + --models DIR: each with its style, baked, named with its
                                 style names, or required), one-pass methods and engines, each with the options a
                                 request may set, their defaults and bounds; the limits
     POST /v1/stylize            multipart, one pass -> image/png, either
-                                  image, model=<student>, [size], [tile]  (a student: its style is baked in), or
+                                  image, model=<student>, [size], [tile], [strength]  (a student: its style is
+                                    baked in; strength blends its picture with the photo), or
                                   image, model=<style set>, style=<name> (1..its styles, text), [style_weights],
                                     [strength], [size], [tile], or
                                   image, model=<arbitrary student> or method=<one-pass method>, style (1..its most,
                                     files), [the options it reads]
-    POST /v1/jobs               multipart: image, style (1..max_styles), [method=lite], [options]
+    POST /v1/jobs               multipart: image, style (1..max_styles), [method=lite], [options, strength too]
                                 -> 202 {"id", "token", ...}; the token is shown this once
 
 Each method is served by its kind (``Method.kind``), generically: students and one-pass methods on /v1/stylize,
@@ -212,7 +215,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         message = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         if exc.status_code == 404 and message == "Not Found":
-            message = "not found; the service answers /, /healthz, /v1/models, /v1/stylize and /v1/jobs"
+            message = "not found; the service answers /, /healthz, /v1/models, /v1/info, /v1/stylize and /v1/jobs"
         elif exc.status_code == 405 and request.url.path.rstrip("/") == "/v1/jobs":
             message = ("jobs are not listed: POST /v1/jobs creates one, and GET /v1/jobs/{id} with its token reads "
                        "it")

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -40,9 +38,9 @@ from .jobs import ServiceError
 # What a client may set. The engines' list is StylizeOptions minus what names server files or hardware, and
 # minus lbfgs_history (each unit costs two image-sized vectors: a large value is a memory bomb, not a preference).
 JOB_OPTIONS = ("size", "iterations", "optimizer", "learning_rate", "content_weight", "style_weight", "tv_weight",
-               "content_layers", "style_layers", "style_weights", "init", "pooling", "style_scale",
+               "content_layers", "style_layers", "style_weights", "strength", "init", "pooling", "style_scale",
                "preserve_color", "scales", "seed")
-STUDENT_OPTIONS = ("size", "tile")
+STUDENT_OPTIONS = ("size", "tile", "strength")
 # Never a client's, whatever a method reads: how the method is chosen (the form's model and method fields), the
 # service's hardware and limits, files written on its disk, and L-BFGS memory (see above). Options naming files on
 # the service's machine (``serves_files``) are refused too.
@@ -52,7 +50,9 @@ INIT_CHOICES = ("content", "random")
 _TILE_HELP = "tile side in pixels: large images run in overlapping tiles of this size (0: one pass)"
 # Help in the form's words where the library's help names a command-line flag.
 _FORM_HELP = {"style_weights": "blend weights, one per style image or style name (default: equal)",
-              "strength": "how far from the photo to go: 0 = the photo, 1 = the full style"}
+              "strength": "how far from the photo to go: 0 = the photo, 1 = the full style (engines scale the style "
+                          "weight by it; students blend their picture with the photo; magenta moves its style "
+                          "embedding from the photo's own to the painting's)"}
 _FORMAT_NAMES = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP"}
 _FIELDS = {f.name: f for f in fields(StylizeOptions)}
 _HINTS = typing.get_type_hints(StylizeOptions)
@@ -240,22 +240,13 @@ def check_image(data: bytes, label: str, limits: ServeOptions) -> str:
 
 
 def decode(source: bytes | Path, label: str, max_pixels: int) -> Image.Image:
-    """Decode an upload exactly as the CLI reads a file (EXIF rotation, alpha over white): 400 if it cannot be."""
-    path, tmp = (source, None) if isinstance(source, Path) else (None, None)
+    """Decode an upload exactly as the CLI reads a file (EXIF rotation, alpha over white): 400 if it cannot be. The
+    bytes are decoded in memory; a stored upload (a job's) is read from its file."""
     try:
-        if path is None:
-            fd, name = tempfile.mkstemp(prefix="atelier-upload-")
-            tmp = Path(name)
-            with os.fdopen(fd, "wb") as f:
-                f.write(source)  # type: ignore[arg-type]
-            path = tmp
-        return open_image(path, max_pixels)
+        return open_image(source, max_pixels, label=label)
     except AtelierError as e:
-        # The message names our file; name the client's upload instead.
-        raise ServiceError(400, str(e).replace(str(path), label)) from None
-    finally:
-        if tmp is not None:
-            tmp.unlink(missing_ok=True)
+        # The message names the upload by ``label``; a stored upload's path never reaches the client.
+        raise ServiceError(400, str(e).replace(str(source), label) if isinstance(source, Path) else str(e)) from None
 
 
 def clean_name(filename: Optional[str]) -> str:

@@ -1,12 +1,16 @@
-"""The page and the open endpoints: ``GET /``, ``/healthz``, ``/v1/models`` and ``POST /v1/stylize`` (one pass: a
-student, or a one-pass method with style images); plus ``read_form``, the one reader of multipart requests.
-``add_routes(app, service)`` puts them on the app.
+"""The page and the open endpoints: ``GET /``, ``/healthz``, ``/v1/models``, ``/v1/info`` and ``POST /v1/stylize``
+(one pass: a student, or a one-pass method with style images); plus ``read_form``, the one reader of multipart
+requests. ``add_routes(app, service)`` puts them on the app.
+
+``GET /v1/info`` is ``atelier.info.collect(paths=False)`` cut to what a client may see: versions, devices and the
+bundled models, with no filesystem path (no weights source, cache or model folder) and no weights read.
 
 ``POST /v1/stylize`` form fields: ``image`` (the photo, one file) and either ``model`` (a student's name) or
 ``method`` (a one-pass method's name; a student's name works there too), and the options the student or method reads
 (``GET /v1/models`` lists them). ``style`` is what a student's ``style`` in the listing says:
 
-- ``baked`` (a plain student): no ``style``; options ``size`` and ``tile``;
+- ``baked`` (a plain student): no ``style``; options ``size``, ``tile`` and ``strength`` (a blend of its picture
+  with the photo);
 - ``named`` (a style set): ``style`` as text, one style name per field (or several, comma-separated), blended by
   ``style_weights`` (one per name) and dialled by ``strength`` (0 = the photo, 1 = the full style);
 - ``required`` (the arbitrary student, and every one-pass method): ``style`` as files, one per style image, as
@@ -89,7 +93,8 @@ def describe_method(entry: dict[str, Any], limits: Any) -> dict[str, Any]:
     fewest, most = style_bounds(method, limits.max_styles)
     return {"name": entry["name"], "kind": method.kind, "description": entry["description"],
             "available": entry["available"], "reason": entry["reason"], "style": method.style,
-            "takes_style_images": most > 0, "min_styles": fewest, "max_styles": most,
+            "strength": "strength" in method.options, "takes_style_images": most > 0, "min_styles": fewest,
+            "max_styles": most,
             "options": inputs.describe_options(inputs.client_options(method), limits, entry.get("defaults"))}
 
 
@@ -193,7 +198,9 @@ def add_routes(app: FastAPI, service: "Service") -> None:
         students, one_pass, engines = await run_in_threadpool(
             lambda: (catalog.students(), catalog.one_pass(), catalog.engines()))
         for e in engines:
-            e["options"] = inputs.describe_options(inputs.job_options(e.pop("method")), options)
+            method = e.pop("method")
+            e["strength"] = "strength" in method.options
+            e["options"] = inputs.describe_options(inputs.job_options(method), options)
         return {"students": [describe_student(s, options) for s in students],
                 "one_pass": [describe_method(m, options) for m in one_pass], "engines": engines,
                 "student_options": inputs.describe_options(inputs.STUDENT_OPTIONS, options),
@@ -201,6 +208,12 @@ def add_routes(app: FastAPI, service: "Service") -> None:
                            "formats": [f.upper() for f in options.formats], "max_size": options.max_size,
                            "max_iterations": options.max_iterations, "max_styles": options.max_styles,
                            "request_timeout": options.request_timeout, "job_timeout": options.job_timeout}}
+
+    @app.get("/v1/info")
+    async def info() -> dict[str, Any]:
+        from ..info import public
+
+        return await run_in_threadpool(public)
 
     @app.post("/v1/stylize")
     async def stylize(request: Request) -> Response:

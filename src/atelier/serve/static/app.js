@@ -4,7 +4,8 @@
 // download link. A student's style is as /v1/models lists it: baked in (nothing to choose), named (a style set: the
 // page lists its styles, to tick one or several, blended by weights, sent as style=<name> text fields with
 // style_weights) or required (a style image upload, as for a one-pass method). The options shown for a method are
-// the ones /v1/models lists for it; one bounded on both sides (strength, 0..1) is a slider.
+// the ones /v1/models lists for it; one bounded on both sides (strength, 0..1, which every method reads) is a
+// slider.
 // Every error the service answers is {"error": "..."}; the page shows that message as it is.
 // Writes carry X-Atelier-Request: 1 (the service refuses writes without it: another site's form cannot send it).
 // A job is readable only with the token POST /v1/jobs gave: the page keeps it in memory (never in a URL or in
@@ -16,7 +17,7 @@
 const MAIN_OPTIONS = {
   student: ["size", "tile", "strength"],
   "one-pass": ["size", "strength", "style_scale"],
-  engine: ["size", "iterations", "style_weight", "preserve_color", "seed"],
+  engine: ["size", "iterations", "strength", "style_weight", "preserve_color", "seed"],
 };
 const GROUPS = [  // [kind, the /v1/models list, the menu's heading]
   ["student", "students", "Students (one pass, fast)"],
