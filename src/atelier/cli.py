@@ -16,43 +16,9 @@ from .options import DEFAULT_METHOD, StylizeOptions
 from .errors import AtelierError, OptionError
 from .flags import add_option_flags, in_flags, parse_list
 from .flags import given as given_options
-from .progress import StepInfo
+from .cli_io import FORMATS, ProgressBar as _Progress
 
 EXIT_USAGE = 2
-
-
-class _Progress:
-    """A tqdm bar per scale showing the loss parts and ETA, fed by the StepInfo callback."""
-
-    def __init__(self, enabled: bool, out: Optional[Path], save_every: int):
-        self.enabled, self.out, self.save_every = enabled, out, save_every
-        self.bar = None
-        self.scale = -1
-
-    def __call__(self, info: StepInfo) -> None:
-        if self.enabled:
-            from tqdm import tqdm
-
-            if info.scale != self.scale:
-                self.close()
-                self.scale = info.scale
-                h, w = info.size
-                self.bar = tqdm(total=info.total, desc=f"{info.engine} {info.scale + 1}/{info.scales} {w}x{h}",
-                                unit="eval", file=sys.stderr, dynamic_ncols=True, leave=True)
-            self.bar.set_postfix({k: f"{v:.3g}" for k, v in info.parts.items()} | {"loss": f"{info.loss:.4g}"},
-                                 refresh=False)
-            self.bar.update(1)
-        if self.save_every and self.out is not None and info.image is not None \
-                and info.evaluations % self.save_every == 0:
-            from .images import save_image
-
-            path = self.out.with_name(f"{self.out.stem}.{info.evaluations:05d}{self.out.suffix}")
-            save_image(info.image, path, {"intermediate": True, "evaluations": info.evaluations})
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
 
 
 def _whole(flag: str, low: int, high: int):
@@ -88,47 +54,58 @@ def _log(args: argparse.Namespace):
 
 def cmd_stylize(args: argparse.Namespace) -> int:
     """One photo, or every photo in a folder, by any method: an optimisation engine (with ``--style``) or a trained
-    student (``--model``/``--method``, its style baked in)."""
+    student (``--model``/``--method``, its style baked in). CONTENT ``-`` reads the photo from stdin; ``-o -`` writes
+    the picture to stdout (``--format``); ``--json`` prints one JSON object on stdout. Either way human lines go to
+    stderr (``cli_io``)."""
+    from . import cli_io
     from .api import find_method, stylize
 
     options = given_options(args, StylizeOptions)
     method, model = options.pop("method", None), options.pop("model", None)
+    from_stdin, to_stdout = args.content == cli_io.STDIO, args.output == cli_io.STDIO
+    is_folder = not from_stdin and Path(args.content).is_dir()
+    fmt = cli_io.check_stdio(args.content, args.output, args.format, args.json, options.get("save_every", 0),
+                             is_folder)
     m = find_method(method, model)  # loaded once, and its options checked, before any output
     m.refuse_inapplicable(options)
     m.check_styles(len(args.style))
     styles = list(args.style)
-    if Path(args.content).is_dir():
-        return _stylize_folder(args, Path(args.content), styles, m, options)
+    with cli_io.data_on_stdout(to_stdout or args.json) as stdout:
+        if is_folder:
+            return _stylize_folder(args, Path(args.content), styles, m, options, stdout)
+        from .images import check_output_path
 
-    from .images import check_output_path
-
-    out = check_output_path(args.output)
-    for given in [args.content, *styles]:
-        if Path(given).exists() and out.exists() and out.resolve() == Path(given).resolve():
-            raise OptionError("output", f"{out} is one of the input images; choose another name so the input is "
-                                        "not overwritten")
-    optimises = m.kind == "optimisation"
-    progress = _Progress(not args.quiet and optimises, out, options.get("save_every", 0))
-    try:
-        result = stylize(args.content, styles or None, m, callback=progress, **options)
-    finally:
-        progress.close()
-    path = result.save(out)
-    if not optimises:
-        how = f"{options['tile']} px tiles" if options.get("tile") else "one pass"
-        print(f"wrote {path} ({result.method}, {how}, {result.seconds:.2f} s)")
-        return 0
-    note = (f" (untrained random weights {result.metadata['weights']}: not a real style transfer)"
-            if result.metadata.get("random_weights") else "")
-    print(f"wrote {path} ({result.evaluations} loss evaluations, {result.seconds:.1f} s){note}")
+        out = None if to_stdout else check_output_path(args.output)
+        for given in [args.content, *styles]:
+            if out is not None and Path(given).exists() and out.exists() and out.resolve() == Path(given).resolve():
+                raise OptionError("output", f"{out} is one of the input images; choose another name so the input is "
+                                            "not overwritten")
+        content = cli_io.read_stdin_image(options.get("max_pixels", StylizeOptions.max_pixels)) if from_stdin \
+            else args.content
+        progress = _Progress(not args.quiet and m.kind == "optimisation", out, options.get("save_every", 0))
+        try:
+            result = stylize(content, styles or None, m, callback=progress, **options)
+        finally:
+            progress.close()
+        if from_stdin:
+            result.metadata["content"] = "stdin"
+        if to_stdout:
+            cli_io.write_bytes(stdout, result.to_bytes(fmt))
+            where = f"the {fmt.upper()} picture to stdout"
+        else:
+            where = str(result.save(out))
+        print(cli_io.done_line(result, where, options), file=sys.stderr if to_stdout else sys.stdout)
+        if args.json:
+            cli_io.write_json(stdout, cli_io.picture_record(args.content, args.output, fmt, result.metadata))
     return 0
 
 
 def _stylize_folder(args: argparse.Namespace, folder: Path, styles: list[str], method: Any,
-                    options: dict[str, Any]) -> int:
+                    options: dict[str, Any], stdout: Any) -> int:
     """Stylise every image in ``folder`` into ``--output`` (a folder), skipping files that cannot be read."""
     from tqdm import tqdm
 
+    from . import cli_io
     from .api import folder_targets, stylize_folder
 
     total = len(folder_targets(folder, Path(args.output), styles))  # refuses a bad --output before the bar
@@ -140,6 +117,8 @@ def _stylize_folder(args: argparse.Namespace, folder: Path, styles: list[str], m
         bar.close()
     for name, reason in done.skipped:
         print(f"atelier: skipped {name}: {reason}", file=sys.stderr)
+    if args.json:
+        cli_io.write_json(stdout, cli_io.folder_record(args.content, args.output, done))
     if done.interrupted:
         print(f"atelier: interrupted after {len(done.written)} of {total} images; those are in {args.output}",
               file=sys.stderr)
@@ -235,15 +214,33 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Measure speed, memory, size and quality of methods side by side (atelier.bench.run)."""
     from .bench import BenchOptions, run
 
+    from . import cli_io
+
     options = given_options(args, BenchOptions)
-    try:
-        records = run(log=_log(args), **options)
-    except KeyboardInterrupt:
-        print("atelier: interrupted; finished records are kept, run the same command again to resume",
-              file=sys.stderr)
-        return 130
-    out = Path(options["out"]) if options.get("out") else BenchOptions.from_kwargs(**options).default_out()
-    print(f"wrote {out / 'results.md'} ({len(records)} records)")
+    with cli_io.data_on_stdout(args.json) as stdout:
+        try:
+            records = run(log=_log(args), **options)
+        except KeyboardInterrupt:
+            print("atelier: interrupted; finished records are kept, run the same command again to resume",
+                  file=sys.stderr)
+            return 130
+        out = Path(options["out"]) if options.get("out") else BenchOptions.from_kwargs(**options).default_out()
+        print(f"wrote {out / 'results.md'} ({len(records)} records)")
+        if args.json:
+            cli_io.write_json(stdout, cli_io.bench_record(out, records))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Versions, devices, the bundled models and where each feature net's weights come from (atelier.info)."""
+    from . import cli_io
+    from .info import collect
+
+    facts = collect()
+    if args.json:
+        cli_io.write_json(sys.stdout, facts)
+    else:
+        print(cli_io.format_info(facts))
     return 0
 
 
@@ -385,11 +382,20 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Stylise CONTENT in the style of STYLE (several --style are blended), or with a "
                                    "trained student (--model: one forward pass, its style baked in). CONTENT may be "
                                    "a folder: every image in it is written to OUT/<name>.png.")
-    s.add_argument("content", metavar="CONTENT", help="the photograph, or a folder of photographs")
+    s.add_argument("content", metavar="CONTENT", help="the photograph, a folder of photographs, or - to read the "
+                                                       "photo's bytes from stdin")
     s.add_argument("--style", "-s", action="append", default=[], metavar="STYLE",
                    help="a style image (repeat for several); needed by the optimisation methods")
     s.add_argument("--output", "-o", required=True, metavar="OUT",
-                   help="output image (.png, .jpg, .webp); a folder when CONTENT is a folder")
+                   help="output image (.png, .jpg, .webp); a folder when CONTENT is a folder; - writes the picture's "
+                        "bytes to stdout (see --format) and every other line to stderr")
+    s.add_argument("--format", choices=FORMATS, default=None,
+                   help="the picture's format with -o - (default: png; a PNG carries the metadata); a file's format "
+                        "is its extension's")
+    s.add_argument("--json", action="store_true",
+                   help="print one JSON object on stdout (input, output, size [H, W], method, styles, seconds, "
+                        "device, options, evaluations, strength ...; a folder: a results list and the skipped files); "
+                        "other lines go to stderr. Not with -o -")
     s.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     add_option_flags(s)
     s.set_defaults(func=cmd_stylize)
@@ -477,11 +483,21 @@ def build_parser() -> argparse.ArgumentParser:
                      "make (photo, stylised) training pairs with a teacher",
                      "Stylise every photograph of a folder with a teacher (gatys, lite, effnet or magenta) and write "
                      "the pairs and a manifest; run it again to continue.")
-    _options_command(sub, "bench", BenchOptions, cmd_bench,
-                     "measure speed, memory, size and quality of methods side by side",
-                     "Benchmark methods against the textbook Gatys baseline on the same pairs; writes results.json, "
-                     "results.md, contact sheets and a convergence plot.", quiet="no progress lines")
+    b = _options_command(sub, "bench", BenchOptions, cmd_bench,
+                         "measure speed, memory, size and quality of methods side by side",
+                         "Benchmark methods against the textbook Gatys baseline on the same pairs; writes results.json, "
+                         "results.md, contact sheets and a convergence plot.", quiet="no progress lines")
+    b.add_argument("--json", action="store_true", help="print one JSON object on stdout: where results.json is and "
+                                                       "the key numbers per method and size; other lines go to stderr")
+    i = sub.add_parser("info", help="versions, devices, bundled models and where the weights come from",
+                       description="Show atelier's, Python's and the libraries' versions, the devices torch sees, the "
+                                   "bundled models and where each feature net's weights come from (reads no weights).")
+    i.add_argument("--json", action="store_true", help="print it as one JSON object")
+    i.set_defaults(func=cmd_info)
     _add_export(sub)
+    from .cli_video import add_parser as add_video
+
+    add_video(sub)
     from .options import ServeOptions
 
     _options_command(sub, "serve", ServeOptions, cmd_serve,

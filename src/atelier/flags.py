@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import typing
 from dataclasses import MISSING, fields
-from typing import Any
+from typing import Any, Iterable, Optional
 
 from .errors import AtelierError, OptionError
 from .options import StylizeOptions
@@ -30,16 +30,17 @@ def _scalar_type(cls: type, f) -> type:
 
 
 def add_option_flags(parser: argparse.ArgumentParser, cls: type = StylizeOptions,
-                     title: str = "optimisation options (defaults from atelier.options.StylizeOptions)") -> None:
+                     title: str = "optimisation options (defaults from atelier.options.StylizeOptions)",
+                     only: Optional[Iterable[str]] = None) -> None:
     """Add one flag per field of the options dataclass ``cls``, with the field's default and help.
 
     Choices are not given to argparse: the dataclass's ``validate`` checks them, so a bad value gets the same
-    one-line error from the CLI and from the Python API.
+    one-line error from the CLI and from the Python API. ``only``: just these fields.
     """
     group = parser.add_argument_group(title)
     for f in fields(cls):
         meta = f.metadata
-        if meta.get("hidden"):
+        if meta.get("hidden") or (only is not None and f.name not in only):
             continue
         flag = "--" + (meta.get("flag") or f.name.replace("_", "-"))
         default = f.default if f.default is not MISSING else None

@@ -135,6 +135,9 @@ class StudentTrainOptions(TrainOptions):
     ema: float = opt(0.999, "decay of the generator's exponential moving average (the exported weights; 0: off)")
     beta1: float = opt(0.5, "Adam beta1 (pix2pix: 0.5)")
     holdout: int = opt(16, "pairs kept out of training for the fidelity numbers on the model card")
+    stability_weight: float = opt(0.0, "weight of the stability term for video: the picture of the photo shifted by a "
+                                  "few pixels, with fresh noise, should be the picture shifted (L1; after Gupta et "
+                                  "al. 2017; costs a second forward; 0: off)")
 
     def __post_init__(self) -> None:
         if self.learning_rate is None:  # measured: benchmarks/README.md section 5 (tiny: 15.9 dB at 2e-4, 20.1 at 1e-3)
@@ -145,7 +148,7 @@ class StudentTrainOptions(TrainOptions):
             raise OptionError("pairs", "is required (a folder written by `atelier prepare`)")
         # The shared checks want --images; students read their images from the pairs folder.
         TrainOptions.validate(replace(self, images=self.images or (self.pairs,)))
-        for name in ("l1_weight", "perceptual_weight"):
+        for name in ("l1_weight", "perceptual_weight", "stability_weight"):
             check_number(name, getattr(self, name), low=0)
         for name in ("ema", "beta1"):
             check_number(name, getattr(self, name), low=0, high=1, strict_high=True)

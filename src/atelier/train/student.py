@@ -38,6 +38,10 @@ from .trainer import Task, model_card
 KIND = "student"
 PERCEPTUAL_STYLE = ("conv1_1", "conv2_1", "conv3_1", "conv4_1")
 PERCEPTUAL_CONTENT = ("conv4_2",)
+# The stability term's perturbation: a shift of up to 6 px (not a multiple of the 8 px cells of tiny-cond's body, whose
+# output changes most under such shifts) and noise of about 2 grey levels, the size of a camera's frame-to-frame noise.
+STABILITY_SHIFT = 6
+STABILITY_NOISE = 0.008
 
 
 class PairBank:
@@ -211,7 +215,13 @@ class StudentTask(Task):
         o = self.options
         content, target = batch[0], batch[1]
         g = models["g"]
-        fake = self.generate(g, batch)
+        if o.stability_weight:  # the photo and its shifted, noised copy in one forward (DDP wants one per backward)
+            moved, shift = self._perturbed(content, step)
+            both = self.generate(g, (torch.cat([content, moved]), target,
+                                     *[torch.cat([b, b]) if torch.is_tensor(b) else b for b in batch[2:]]))
+            fake, fake_moved = both.chunk(2)
+        else:
+            fake = self.generate(g, batch)
         parts: dict[str, float] = {}
         if "d" in models:
             d = models["d"]
@@ -238,11 +248,24 @@ class StudentTask(Task):
         for key, term in self.extra_losses(fake, batch).items():
             loss_g = loss_g + term
             parts[key] = float(term.detach())
+        if o.stability_weight:
+            m = STABILITY_SHIFT  # compare away from the borders the roll wrapped round
+            stab = (fake_moved - torch.roll(fake, shift, dims=(2, 3)))[..., m:-m, m:-m].abs().mean()
+            loss_g = loss_g + o.stability_weight * stab
+            parts["stability"] = float(stab.detach())
         loss_g.backward()
         optimizers["g"].step()
         parts["loss"] = float(loss_g.detach())
         self._update_ema(models, step)
         return parts
+
+    def _perturbed(self, content: torch.Tensor, step: int) -> tuple[torch.Tensor, tuple[int, int]]:
+        """The batch shifted by up to ``STABILITY_SHIFT`` px (the same shift for all, drawn from the step so a
+        resumed run draws the same) with fresh sensor-like noise: what the next frame of a video looks like."""
+        gen = torch.Generator().manual_seed(self.options.seed * 1_000_003 + step)
+        dy, dx = (int(v) for v in torch.randint(-STABILITY_SHIFT, STABILITY_SHIFT + 1, (2,), generator=gen))
+        noise = torch.randn(content.shape, generator=gen).to(content.device) * STABILITY_NOISE
+        return (torch.roll(content, (dy, dx), dims=(2, 3)) + noise).clamp(0, 1), (dy, dx)
 
     def _update_ema(self, models, step: int) -> None:
         g = models["g"].module if hasattr(models["g"], "module") else models["g"]
@@ -268,6 +291,7 @@ class StudentTask(Task):
                                  "l1_weight": o.l1_weight, "gan_loss": o.gan_loss,
                                  "perceptual_weight": o.perceptual_weight, "perceptual_net": o.perceptual_net,
                                  "style_weight": getattr(o, "style_weight", 0.0), "ema": o.ema,
+                                 "stability_weight": o.stability_weight,
                                  "fidelity_held_out": self._fidelity(ema)}
         if "d" in modules:
             facts["discriminator"] = discriminator_arch(modules["d"])
