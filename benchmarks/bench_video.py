@@ -40,9 +40,9 @@ from PIL import Image, ImageDraw, ImageFont
 from atelier.examples import bundled_style
 from atelier.video import io, stylize_video
 from atelier.video.flow import Flow, consistent, gray, warp, warping_error
-from atelier.video.pipeline import FramePainter, _resize, _to_uint8
+from atelier.video.pipeline import FramePainter, resize_frame
 from atelier.video.synthetic import pan_zoom, write_video
-from atelier.video.temporal import make_stabilizer
+from atelier.video.temporal import make_stabilizer, to_uint8
 
 VARIANTS = [("none", 0.0), ("average", 0.5), ("average", 0.8), ("flow", 0.5), ("flow", 0.8)]
 METHODS = {"paintings": (["starry-night"], "paintings"), "magenta": ([str(bundled_style("starry_night"))], "magenta")}
@@ -53,7 +53,7 @@ def _astronaut(scale: float = 1.0) -> np.ndarray:
 
     photo = data.astronaut()
     if scale != 1:
-        photo = _resize(photo, round(photo.shape[0] * scale), round(photo.shape[1] * scale))
+        photo = resize_frame(photo, round(photo.shape[0] * scale), round(photo.shape[1] * scale))
     return photo
 
 
@@ -69,7 +69,7 @@ def real_clip(path: Path, long_side: int, limit: int):
     for i, (_, f) in enumerate(io.frames(path, info)):
         if i >= limit:
             break
-        frames.append(_resize(f, h, w))
+        frames.append(resize_frame(f, h, w))
     est = Flow("farneback")
     flows, masks = [], []
     for t in range(1, len(frames)):
@@ -86,9 +86,7 @@ def evaluate(frames, flows, masks, painted) -> list[dict]:
         st = make_stabilizer(temporal, s)
         outs, t0 = [], time.perf_counter()
         for f, p in zip(frames, painted):
-            o = _to_uint8(st(f, p))
-            st.out = o.astype(np.float32) / 255  # as the pipeline does: remember what is written
-            outs.append(o.astype(np.float32) / 255)
+            outs.append(st(f, p).astype(np.float32) / 255)
         ms = (time.perf_counter() - t0) * 1000 / len(frames)
         err = [warping_error(outs[t], outs[t - 1], flows[t - 1], masks[t - 1]) for t in range(1, len(outs))]
         mse = [np.mean((o - p) ** 2) for o, p in zip(outs, painted)]
@@ -145,14 +143,14 @@ def strip(frames, rows, flows, masks, start: int, n: int, path: Path) -> None:
     for r, (label, outs) in enumerate(chosen):
         draw.text((6, r * h + h // 2), label, fill="black", font=font)
         for c in range(n):
-            thumb = Image.fromarray(_to_uint8(outs[start + c])).resize((w, h), Image.LANCZOS)
+            thumb = Image.fromarray(to_uint8(outs[start + c])).resize((w, h), Image.LANCZOS)
             sheet.paste(thumb, (label_w + c * w, r * h))
     for r, (label, outs) in enumerate(err_rows, start=len(chosen)):
         draw.text((6, r * h + h // 2), label.replace(": ", ":\n"), fill="black", font=font)
         for c in range(n):
             t = start + c
             d = np.sqrt(np.sum((outs[t] - warp(outs[t - 1], flows[t - 1])) ** 2, -1)) * masks[t - 1]
-            sheet.paste(Image.fromarray(_to_uint8(np.repeat(np.clip(d * 4, 0, 1)[..., None], 3, -1)))
+            sheet.paste(Image.fromarray(to_uint8(np.repeat(np.clip(d * 4, 0, 1)[..., None], 3, -1)))
                         .resize((w, h), Image.LANCZOS), (label_w + c * w, r * h))
     sheet.save(path, quality=88)
 

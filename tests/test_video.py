@@ -117,7 +117,7 @@ def test_flow_blend_cuts_flicker_below_frame_by_frame_and_the_moving_average(cli
     errors = {}
     for temporal, s in [("none", 0.0), ("average", 0.8), ("flow", 0.8)]:
         st = make_stabilizer(temporal, s)
-        outs = [st(f, x) for f, x in zip(frames, stylised)]
+        outs = [st(f, x) / 255 for f, x in zip(frames, stylised)]
         errors[temporal] = np.mean([warping_error(outs[t], outs[t - 1], flows[t - 1], masks[t - 1])
                                     for t in range(1, len(outs))])
     assert errors["flow"] < 0.5 * errors["average"] < 0.5 * errors["none"]
@@ -130,7 +130,7 @@ def test_flow_blend_starts_afresh_at_a_scene_cut():
     first = np.zeros((64, 96, 3), np.float32)
     st(a, first)
     second = np.ones((64, 96, 3), np.float32)
-    out = st(b, second)  # an unrelated frame: nothing is trusted, the new picture is taken as it is
+    out = st(b, second) / 255  # an unrelated frame: nothing is trusted, the new picture is taken as it is
     assert np.allclose(out, second) and st.trusted[-1] < 0.2
 
 

@@ -13,8 +13,8 @@ _LAZY = {
     "StepInfo": "progress", "AtelierError": "errors", "stylize_video": "video.pipeline",
 }
 
-__all__ = ["stylize", "stylize_video", "load_model", "list_methods", "info", "StylizeResult", "StepInfo", "AtelierError",
-           "__version__"]
+__all__ = ["stylize", "stylize_video", "load_model", "list_methods", "info", "StylizeResult", "StepInfo",
+           "AtelierError", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

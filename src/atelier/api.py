@@ -85,6 +85,11 @@ def find_method(method: Optional[MethodLike] = None, model: Optional[ModelLike] 
     return find(DEFAULT_METHOD if method is None else method)
 
 
+def style_list(style: Union[ImageLike, Sequence[ImageLike], None]) -> list:
+    """``style`` as a list: none, one, or several (a list or tuple)."""
+    return [] if style is None else list(style) if isinstance(style, (list, tuple)) else [style]
+
+
 def prepare(style: Union[ImageLike, Sequence[ImageLike], None], method: Optional[MethodLike],
             model: Optional[ModelLike], options: dict[str, Any], content: Optional[ImageLike] = None
             ) -> tuple[Method, StylizeOptions, list, dict, Optional[torch.Tensor]]:
@@ -97,7 +102,7 @@ def prepare(style: Union[ImageLike, Sequence[ImageLike], None], method: Optional
     opts = StylizeOptions.from_kwargs(**options).replace(method=m.name, model=None)
     m.refuse_inapplicable(given)
     opts = m.resolve(opts)
-    styles = [] if style is None else list(style) if isinstance(style, (list, tuple)) else [style]
+    styles = style_list(style)
     m.check_styles(len(styles))
     content_t = None if content is None else to_image_tensor(content, opts.size, opts.max_pixels, "content")
     if m.style == "named":  # a style set: names, checked here, reach run as they are
@@ -120,7 +125,7 @@ def stylize(content: ImageLike, style: Union[ImageLike, Sequence[ImageLike], Non
     """
     m, opts, style_ts, given, content_t = prepare(style, method, model, options, content)
     reads = m.options
-    styles = [] if style is None else list(style) if isinstance(style, (list, tuple)) else [style]
+    styles = style_list(style)
     device = resolve_device(opts.device)
     painting = m.run(content_t, style_ts, opts, device, callback)
     metadata = {
@@ -190,7 +195,7 @@ def stylize_folder(folder: Union[str, os.PathLike], out_dir: Union[str, os.PathL
     folder, out_dir = Path(folder), Path(out_dir)
     m = find_method(method, model)
     m.refuse_inapplicable(options)
-    styles = [] if style is None else list(style) if isinstance(style, (list, tuple)) else [style]
+    styles = style_list(style)
     m.check_styles(len(styles))
     pairs = folder_targets(folder, out_dir, styles)
     try:

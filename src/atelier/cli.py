@@ -14,37 +14,11 @@ from typing import Any, Optional, Sequence
 from . import __version__
 from .options import DEFAULT_METHOD, StylizeOptions
 from .errors import AtelierError, OptionError
-from .flags import add_option_flags, in_flags, parse_list
+from .flags import add_option_flags, in_flags, parse_list, unit_number, whole_number
 from .flags import given as given_options
 from .cli_io import FORMATS, ProgressBar as _Progress
 
 EXIT_USAGE = 2
-
-
-def _whole(flag: str, low: int, high: int):
-    """An argparse type: a whole number in [low, high], or a one-line error naming ``flag``."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} takes a whole number, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{flag} must be from {low} to {high}, got {value}")
-        return value
-    return parse
-
-
-def _unit(flag: str):
-    """An argparse type: a number in [0, 1], or a one-line error naming ``flag``."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} takes a number from 0 to 1, got {text!r}") from None
-        if not 0.0 <= value <= 1.0:  # NaN fails too
-            raise argparse.ArgumentTypeError(f"{flag} must be from 0 to 1, got {text}")
-        return value
-    return parse
 
 
 def _log(args: argparse.Namespace):
@@ -426,11 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                                         "every bundled one)")
     sh.add_argument("--style", "-s", action="append", default=[], metavar="NAME",
                     help="only this style (repeat for several; default: all)")
-    sh.add_argument("--size", type=_whole("--size", 16, 4096), default=384, help="long side of each cell in pixels "
-                                                                               "(default: 384)")
-    sh.add_argument("--strength", type=_unit("--strength"), default=1.0, help="0 = the photo, 1 = the full style "
-                                                                             "(default: 1)")
-    sh.add_argument("--columns", type=_whole("--columns", 0, 64), default=0, help="cells per row (0: near-square)")
+    sh.add_argument("--size", type=whole_number("--size", 16, 4096), default=384,
+                    help="long side of each cell in pixels (default: 384)")
+    sh.add_argument("--strength", type=unit_number("--strength"), default=1.0,
+                    help="0 = the photo, 1 = the full style (default: 1)")
+    sh.add_argument("--columns", type=whole_number("--columns", 0, 64), default=0,
+                    help="cells per row (0: near-square)")
     sh.set_defaults(func=cmd_sheet)
     m = sub.add_parser("methods", help="list the engines and whether each can run here")
     m.set_defaults(func=cmd_methods)
@@ -485,8 +460,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "the pairs and a manifest; run it again to continue.")
     b = _options_command(sub, "bench", BenchOptions, cmd_bench,
                          "measure speed, memory, size and quality of methods side by side",
-                         "Benchmark methods against the textbook Gatys baseline on the same pairs; writes results.json, "
-                         "results.md, contact sheets and a convergence plot.", quiet="no progress lines")
+                         "Benchmark methods against the textbook Gatys baseline on the same pairs; writes "
+                         "results.json, results.md, contact sheets and a convergence plot.", quiet="no progress lines")
     b.add_argument("--json", action="store_true", help="print one JSON object on stdout: where results.json is and "
                                                        "the key numbers per method and size; other lines go to stderr")
     i = sub.add_parser("info", help="versions, devices, bundled models and where the weights come from",

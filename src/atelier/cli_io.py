@@ -1,6 +1,6 @@
 """The command line's pipes and printouts: the progress bar, a photo read from stdin, a picture or one JSON object
-written to stdout, human lines moved to stderr when stdout carries data, and the tables of ``atelier info``. ``cli.py`` stays a list of
-thin subcommands; what they print is formatted here.
+written to stdout, human lines moved to stderr when stdout carries data, and the tables of ``atelier info``.
+``cli.py`` stays a list of thin subcommands; what they print is formatted here.
 
 Contract: when stdout carries data (``-o -``: the picture's bytes; ``--json``: one JSON object and a newline), nothing
 else goes there: ``data_on_stdout`` sends every ``print`` made meanwhile to stderr, and the data is written last, to the

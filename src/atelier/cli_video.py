@@ -6,7 +6,7 @@ import argparse
 import inspect
 import json
 
-from .flags import add_option_flags, given
+from .flags import add_option_flags, given, unit_number, whole_number
 from .options import StylizeOptions
 from .video.pipeline import DEFAULT_STABILITY, stylize_video
 from .video.temporal import TEMPORAL
@@ -15,28 +15,6 @@ from .video.temporal import TEMPORAL
 VIDEO_OPTIONS = ("method", "model", "tile", "device", "style_weights", "strength", "style_scale", "magenta_weights")
 _DEFAULTS = {k: p.default for k, p in inspect.signature(stylize_video).parameters.items()
              if p.default is not inspect.Parameter.empty}
-
-
-def _positive(flag: str):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{flag} takes a whole number, got {text!r}") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{flag} must be at least 1, got {value}")
-        return value
-    return parse
-
-
-def _stability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--stability takes a number in [0, 1), got {text!r}") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"--stability must be at least 0 and below 1, got {value}")
-    return value
 
 
 def add_parser(sub) -> None:
@@ -54,19 +32,19 @@ def add_parser(sub) -> None:
     v.add_argument("--style", "-s", action="append", default=[], metavar="STYLE",
                    help="a style name of a style set (paintings) or a style image (any-style, magenta); repeat to "
                         "blend")
-    v.add_argument("--size", type=_positive("--size"), default=None, metavar="N",
+    v.add_argument("--size", type=whole_number("--size", 1), default=None, metavar="N",
                    help="paint frames at N px on the long side (default: the video's own size); the output keeps "
                         "the video's size")
     v.add_argument("--temporal", choices=TEMPORAL, default=_DEFAULTS["temporal"],
                    help="flow: warp the previous picture along the optical flow and blend it where the flow is "
                         "trusted; average: a plain moving average (ghosts on motion); none: frame by frame "
                         f"(default: {_DEFAULTS['temporal']})")
-    v.add_argument("--stability", type=_stability, default=None, metavar="S",
+    v.add_argument("--stability", type=unit_number("--stability", below_one=True), default=None, metavar="S",
                    help="how much of the previous picture each frame keeps, in [0, 1) (default: "
                         + ", ".join(f"{k} {s:g}" for k, s in DEFAULT_STABILITY.items() if s) + ")")
     v.add_argument("--flow", choices=("dis", "farneback"), default=_DEFAULTS["flow"],
                    help=f"optical flow (default: {_DEFAULTS['flow']})")
-    v.add_argument("--chunk-frames", type=_positive("--chunk-frames"), default=_DEFAULTS["chunk_frames"],
+    v.add_argument("--chunk-frames", type=whole_number("--chunk-frames", 1), default=_DEFAULTS["chunk_frames"],
                    metavar="N", help=f"frames per resumable chunk (default: {_DEFAULTS['chunk_frames']})")
     v.add_argument("--keep-parts", action="store_true", help="keep OUT.parts (the lossless chunks) after writing")
     v.add_argument("--json", action="store_true", help="print one JSON record of the run on stdout")
@@ -78,7 +56,7 @@ def add_parser(sub) -> None:
                        "extra)", description="Write OUT: a virtual camera panning and zooming over scikit-image's "
                        "astronaut (a public-domain NASA photo) with a little sensor noise, 640x360, 25 fps.")
     e.add_argument("output", metavar="OUT", help="the clip (.mp4, .mkv, .mov, .webm, .avi)")
-    e.add_argument("--frames", type=_positive("--frames"), default=100, help="frames (default: 100, 4 s)")
+    e.add_argument("--frames", type=whole_number("--frames", 1), default=100, help="frames (default: 100, 4 s)")
     e.set_defaults(func=cmd_example_clip)
 
 
@@ -108,7 +86,7 @@ def cmd_example_clip(args: argparse.Namespace) -> int:
     from .errors import AtelierError
     from .files import atomic_path, check_writable_parent
     from .video.io import output_format
-    from .video.pipeline import _resize
+    from .video.pipeline import resize_frame
     from .video.synthetic import pan_zoom, write_video
 
     try:
@@ -119,7 +97,7 @@ def cmd_example_clip(args: argparse.Namespace) -> int:
     out = Path(args.output)
     muxer, encoder = output_format(out)
     check_writable_parent(out)
-    photo = _resize(data.astronaut(), 840, 840)
+    photo = resize_frame(data.astronaut(), 840, 840)
     frames, _, _ = pan_zoom(photo, args.frames, (640, 360), pan=(1.5, 0.5), zoom=0.002, noise=2.0)
     with atomic_path(out) as tmp:
         write_video(tmp, frames, 25, codec=encoder, container=muxer)

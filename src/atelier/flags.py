@@ -23,6 +23,36 @@ def parse_list(kind: type, flag: str):
     return parse
 
 
+def whole_number(flag: str, low: int, high: Optional[int] = None):
+    """An argparse type: a whole number in [low, high] (no upper bound: None), or a one-line error naming ``flag``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes a whole number, got {text!r}") from None
+        if high is None and value < low:
+            raise argparse.ArgumentTypeError(f"{flag} must be at least {low}, got {value}")
+        if high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{flag} must be from {low} to {high}, got {value}")
+        return value
+    return parse
+
+
+def unit_number(flag: str, below_one: bool = False):
+    """An argparse type: a number in [0, 1] (``below_one``: [0, 1)), or a one-line error naming ``flag``."""
+    span = "at least 0 and below 1" if below_one else "from 0 to 1"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{flag} takes a number {span}, got {text!r}") from None
+        if not (0.0 <= value < 1.0 if below_one else 0.0 <= value <= 1.0):  # NaN fails too
+            raise argparse.ArgumentTypeError(f"{flag} must be {span}, got {text}")
+        return value
+    return parse
+
+
 def _scalar_type(cls: type, f) -> type:
     hint = typing.get_type_hints(cls)[f.name]
     args = [a for a in typing.get_args(hint) if a is not type(None)]

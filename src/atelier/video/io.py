@@ -53,8 +53,12 @@ def _av():
     return av
 
 
-def _disk_full(e: BaseException) -> bool:
-    return isinstance(e, OSError) and e.errno == errno.ENOSPC
+def disk_full(e: BaseException, where: str) -> Optional[AtelierError]:
+    """The one-line error for a full disk while writing ``where`` (None: ``e`` is another error)."""
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return AtelierError(f"the disk filled up while writing {where}; nothing half-written was kept under that "
+                            "name and the finished chunks are: free some space and run the same command again")
+    return None
 
 
 @dataclass
@@ -273,9 +277,9 @@ def assemble(chunks: Sequence[Path], info: VideoInfo, out: Path,
                     audio.until(float("inf"))
                     audio.flush()
     except OSError as e:
-        if _disk_full(e):
-            raise AtelierError(f"the disk filled up while writing {out}; nothing was left under that name, and the "
-                               "finished chunks are kept: free some space and run the same command again") from None
+        full = disk_full(e, str(out))
+        if full:
+            raise full from None
         raise
     except av.FFmpegError as e:
         raise AtelierError(f"cannot encode {out.name} with {encoder} "

@@ -54,7 +54,7 @@ class FramePainter:
         return painting.image[0].permute(1, 2, 0).float().cpu().numpy()
 
 
-def _resize(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
+def resize_frame(rgb: np.ndarray, height: int, width: int) -> np.ndarray:
     cv2 = _cv2()
     if rgb.shape[:2] == (height, width):
         return rgb
@@ -70,16 +70,13 @@ def working_size(info: io.VideoInfo, size: Optional[int]) -> tuple[int, int]:
     return max(8, 2 * round(info.height * s / 2)), max(8, 2 * round(info.width * s / 2))
 
 
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-    return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
 def _job(src: Path, info: io.VideoInfo, painter: FramePainter, style: Any, temporal: str, stability: float,
          flow: str, hw: tuple[int, int], chunk: int) -> dict[str, Any]:
     stat = src.stat()
-    styles = style if isinstance(style, (list, tuple)) else ([] if style is None else [style])
+    from ..api import style_list
+
     return {"input": str(src.resolve()), "input_bytes": stat.st_size, "input_mtime": int(stat.st_mtime),
-            "method": painter.method.name, "styles": [str(s) for s in styles],
+            "method": painter.method.name, "styles": [str(s) for s in style_list(style)],
             "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in painter.given.items()},
             "temporal": temporal, "stability": stability, "flow": flow, "size": list(hw), "chunk_frames": chunk,
             "frames": info.frames}
@@ -131,7 +128,8 @@ def stylize_video(src: Union[str, Path], dst: Union[str, Path], style: Any = Non
     painter = FramePainter(style, method, model, **options)
     stabilizer = make_stabilizer(temporal, stability, flow)
     parts = dst.with_name(dst.name + ".parts")
-    _open_job(parts, _job(src, info, painter, style, temporal, stability, flow, hw, chunk_frames))
+    job = _job(src, info, painter, style, temporal, stability, flow, hw, chunk_frames)
+    _open_job(parts, job)
 
     def chunk_path(k: int) -> Path:
         return parts / f"chunk-{k:06d}.mkv"
@@ -149,21 +147,20 @@ def stylize_video(src: Union[str, Path], dst: Union[str, Path], style: Any = Non
         for pts, rgb in io.frames(src, info):
             if index < skipped:
                 if index == skipped - 1:
-                    last_photo = _resize(rgb, *hw)
+                    last_photo = resize_frame(rgb, *hw)
                 index += 1
                 if bar:
                     bar.update(1)
                 continue
             if index == skipped and done:
                 *_, (_, last_out) = io.read_chunk(chunk_path(done - 1))
-                stabilizer.restore(last_photo, last_out.astype(np.float32) / 255)
+                stabilizer.restore(last_photo, last_out)
             k = index // chunk_frames
             if writer is None:
                 writer = io.ChunkWriter(chunk_path(k), hw[1], hw[0])
-            photo = _resize(rgb, *hw)
+            photo = resize_frame(rgb, *hw)
             t1 = time.perf_counter()
-            out = _to_uint8(stabilizer(photo, painter(photo)))
-            stabilizer.out = out.astype(np.float32) / 255  # remember what was written: a resume restores exactly this
+            out = stabilizer(photo, painter(photo))
             paint_s += time.perf_counter() - t1
             writer.write(pts, out)
             written += 1
@@ -179,9 +176,9 @@ def stylize_video(src: Union[str, Path], dst: Union[str, Path], style: Any = Non
     except OSError as e:
         if writer is not None:
             writer.abort()
-        if io._disk_full(e):
-            raise AtelierError(f"the disk filled up while writing chunks in {parts}; the finished chunks are kept: "
-                               "free some space and run the same command again") from None
+        full = io.disk_full(e, f"chunks in {parts}")
+        if full:
+            raise full from None
         raise
     except BaseException:
         if writer is not None:
@@ -197,7 +194,7 @@ def stylize_video(src: Union[str, Path], dst: Union[str, Path], style: Any = Non
     t2 = time.perf_counter()
     enc_bar = _bar(progress, index, "encoding")
     try:
-        encoded = io.assemble(chunks, info, dst, _resize, progress=(lambda n: enc_bar.update(1)) if enc_bar else None)
+        encoded = io.assemble(chunks, info, dst, resize_frame, progress=(lambda n: enc_bar.update(1)) if enc_bar else None)
     finally:
         if enc_bar:
             enc_bar.close()
@@ -207,7 +204,7 @@ def stylize_video(src: Union[str, Path], dst: Union[str, Path], style: Any = Non
     seconds = time.perf_counter() - t0
     return {"input": str(src), "output": str(dst), "frames": index, "painted": written,
             "resumed_chunks": resumed, "chunks": total_chunks, "method": painter.method.name,
-            "styles": _job(src, info, painter, style, temporal, stability, flow, hw, chunk_frames)["styles"],
+            "styles": job["styles"],
             "temporal": temporal, "stability": stability, "working_size": [hw[1], hw[0]],
             "video": {"size": [info.width, info.height], "rate": float(info.rate),
                       "variable_rate": info.variable_rate, "audio": info.audio},

@@ -1,7 +1,7 @@
 """How each stylised frame is tied to the ones before it. Contract: a stabiliser is called once per frame in order
 with the photo frame (RGB uint8 ``[H, W, 3]``, at the working size) and its stylised frame (float32 ``[H, W, 3]``
-in [0,1]) and returns the frame to write; ``state()``/``restore(photo, out)`` carry what it remembers (the last
-photo frame and the last frame it wrote) across a resumed job.
+in [0,1]) and returns the frame to write (uint8). It remembers the last photo frame and the frame it *wrote* (not
+its unrounded blend), so ``restore(photo, written)`` from a resumed job's last chunk puts it back exactly.
 
 - ``none``: frame by frame (every frame painted on its own: the shimmer the issue trackers complain about).
 - ``average``: a moving average, the peer's ``--smooth``: ``out = s·previous out + (1 − s)·stylised``. It cuts
@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import AtelierError
-from .flow import Flow, consistent, gray, warp
+from .flow import Flow, _cv2, consistent, gray, warp
 
 TEMPORAL = ("flow", "average", "none")
 SCENE_CUT = 0.2  # below this trusted fraction, a frame starts afresh
@@ -38,13 +38,15 @@ class Stabilizer:
         self.out: Optional[np.ndarray] = None
         self.trusted: list[float] = []   # per frame, the fraction of pixels blended (flow)
 
-    def restore(self, photo: Optional[np.ndarray], out: Optional[np.ndarray]) -> None:
-        self.photo, self.out = photo, out
+    def restore(self, photo: Optional[np.ndarray], written: Optional[np.ndarray]) -> None:
+        """The last photo frame and the last frame written (uint8), as a resumed job finds them."""
+        self.photo = photo
+        self.out = None if written is None else written.astype(np.float32) / 255
 
     def __call__(self, photo: np.ndarray, stylised: np.ndarray) -> np.ndarray:
-        out = self.step(photo, stylised)
-        self.photo, self.out = photo, out
-        return out
+        written = to_uint8(self.step(photo, stylised))
+        self.photo, self.out = photo, written.astype(np.float32) / 255
+        return written
 
     def step(self, photo: np.ndarray, stylised: np.ndarray) -> np.ndarray:
         return stylised
@@ -67,8 +69,8 @@ class FlowBlend(Stabilizer):
         self.flow = Flow(flow)
         self._gray: Optional[np.ndarray] = None
 
-    def restore(self, photo: Optional[np.ndarray], out: Optional[np.ndarray]) -> None:
-        super().restore(photo, out)
+    def restore(self, photo: Optional[np.ndarray], written: Optional[np.ndarray]) -> None:
+        super().restore(photo, written)
         self._gray = None if photo is None else gray(photo)
 
     def step(self, photo: np.ndarray, stylised: np.ndarray) -> np.ndarray:
@@ -82,10 +84,13 @@ class FlowBlend(Stabilizer):
         self.trusted.append(float(mask.mean()))
         if mask.mean() < SCENE_CUT:
             return stylised
-        import cv2
-
-        mask = cv2.GaussianBlur(mask, (5, 5), 1.0)[..., None]  # soft seams between blended and fresh pixels
+        mask = _cv2().GaussianBlur(mask, (5, 5), 1.0)[..., None]  # soft seams between blended and fresh pixels
         return stylised + self.stability * mask * (warp(self.out, back) - stylised)
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """A [0,1] float frame as the uint8 frame that is written (rounded)."""
+    return (np.clip(x, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def make_stabilizer(temporal: str, stability: float, flow: str = "dis") -> Stabilizer:
