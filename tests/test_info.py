@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import atelier
-from atelier import info
+from atelier import about as info
 from atelier.cli import main
 from atelier.errors import AtelierError
 from atelier.methods.feedforward import BUNDLED_DIR
@@ -142,9 +142,9 @@ def test_a_missing_judge_shows_in_the_table(monkeypatch, capsys):
 
 
 def test_atelier_info_is_callable_whatever_was_imported_first():
-    """``atelier.info`` is the module made callable: Python sets the package attribute to the submodule on import,
-    so a plain function there would depend on import order."""
-    importlib.import_module("atelier.info")
+    """``atelier.info`` is ``api.info``, whichever module was imported first (the facts live in ``atelier.about``,
+    whose import does not shadow it)."""
+    importlib.import_module("atelier.about")
     assert atelier.info().keys() == info.collect().keys()
     assert "cache_dir" not in atelier.info(paths=False)
     from atelier import api

@@ -15,7 +15,7 @@ LAYERS = {
     "images": 1, "folders": 1, "examples": 1,
     "features": 2, "nets": 2,
     "methods": 3, "teachers": 3, "metrics": 3,
-    "api": 4, "sheets": 4, "info": 4,
+    "api": 4, "sheets": 4, "about": 4,
     "train": 5, "export": 5, "runtime": 5, "runtime_magenta": 5, "bench": 5, "video": 5,
     "cli": 6, "cli_io": 6, "cli_video": 6, "flags": 6, "serve": 6, "__main__": 6,
 }

@@ -98,6 +98,13 @@ def test_consistency_marks_pixels_that_enter_from_outside():
     assert mask[:, : w - 6].mean() == 1.0 and mask[:, w - 5:].sum() == 0
     bad = consistent(shift, shift)      # forward and backward disagree everywhere
     assert bad.sum() == 0
+    # ... unless the two frames look the same there (a flat sky): then any flow warps them alike
+    flat = np.full((h, w), 90, np.uint8)
+    changed = flat.copy()
+    changed[:, 20:30] = 200                # except a band that differs
+    mask = consistent(shift, shift, changed, flat)
+    assert mask[:, : w - 6].sum() > 0 and mask[5:-5, 24:26].sum() == 0 and mask[5:-5, 40:50].min() == 1
+    assert mask[:, w - 5:].sum() == 0     # still nothing from outside the frame
 
 
 def test_warping_error_is_zero_for_a_sequence_that_follows_the_flow(clip_frames):

@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "stylize": "api", "load_model": "api", "list_methods": "api", "StylizeResult": "api",
-    "StepInfo": "progress", "AtelierError": "errors", "stylize_video": "video.pipeline",
+    "StepInfo": "progress", "AtelierError": "errors", "stylize_video": "video.pipeline", "info": "api",
 }
 
 __all__ = ["stylize", "stylize_video", "load_model", "list_methods", "info", "StylizeResult", "StepInfo",
@@ -18,10 +18,6 @@ __all__ = ["stylize", "stylize_video", "load_model", "list_methods", "info", "St
 
 
 def __getattr__(name: str) -> Any:
-    if name == "info":  # the module atelier.info, callable: atelier.info() is atelier.info.collect()
-        import importlib
-
-        return importlib.import_module(".info", __name__)
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'atelier' has no attribute {name!r}")

@@ -5,7 +5,7 @@ bundled student's name, a student model folder or a loaded model), refuses optio
 the inputs through the one pixel gate, runs it and returns a ``StylizeResult`` (the picture, per-step statistics and
 the metadata that ``save`` writes with it). ``stylize_folder`` does the same for every image in a folder.
 ``load_model`` loads a student (cached); ``list_methods`` describes every registered method; ``info`` describes the
-installation (versions, devices, bundled models, weights sources: ``atelier.info``).
+installation (versions, devices, bundled models, weights sources: ``about.collect``).
 """
 
 from __future__ import annotations
@@ -298,7 +298,7 @@ def list_methods() -> list[dict[str, Any]]:
 
 def info(paths: bool = True) -> dict[str, Any]:
     """Versions, devices, the bundled models and where each feature net's weights come from, reading no weights
-    (``atelier.info.collect``); ``paths=False`` leaves out every filesystem path."""
-    from .info import collect
+    (``about.collect``); ``paths=False`` leaves out every filesystem path."""
+    from .about import collect
 
     return collect(paths)

@@ -208,7 +208,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     """Versions, devices, the bundled models and where each feature net's weights come from (atelier.info)."""
     from . import cli_io
-    from .info import collect
+    from .about import collect
 
     facts = collect()
     if args.json:

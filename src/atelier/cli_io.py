@@ -17,11 +17,13 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, TextIO
 
 from .errors import AtelierError, OptionError
+from .images import FORMATS as IMAGE_FORMATS, SAVE_FORMATS
 from .progress import StepInfo
 
 STDIO = "-"
-FORMATS = ("png", "jpeg", "webp")
-_EXTENSION_FORMAT = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+FORMATS = tuple(IMAGE_FORMATS)  # png, jpeg, webp: what ``images.encode_image`` writes
+# A file's format by its extension, from the one table ``images`` saves by.
+_EXTENSION_FORMAT = {ext: pil.lower() for ext, pil in SAVE_FORMATS.items()}
 
 
 @contextlib.contextmanager
@@ -154,8 +156,7 @@ def folder_record(folder: str, out_dir: str, done: Any) -> dict[str, Any]:
     """What ``--json`` says about a folder: one entry per picture written (``results``) and the files skipped."""
     return {"input": folder, "output": out_dir, "method": done.method, "written": len(done.written),
             "seconds": round(done.seconds, 3), "interrupted": done.interrupted,
-            "results": [{"input": r["input"], "output": r["output"], "format": "png",
-                         **{k: v for k, v in r["metadata"].items() if k != "content"}} for r in done.records],
+            "results": [picture_record(r["input"], r["output"], "png", r["metadata"]) for r in done.records],
             "skipped": [{"input": name, "reason": reason} for name, reason in done.skipped]}
 
 
@@ -183,7 +184,7 @@ def _mb(n: Optional[int]) -> str:
 
 
 def format_info(d: dict[str, Any]) -> str:
-    """``atelier.info.collect()`` as a readable table."""
+    """``about.collect()`` as a readable table."""
     lines = [f"atelier      {d['atelier']}",
              f"python       {d['python']} ({d.get('python_implementation', '')}) {d.get('executable', '')}".rstrip(),
              "platform     " + " ".join(str(v) for v in d["platform"].values())]

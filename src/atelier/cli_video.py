@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 
 from .flags import add_option_flags, given, unit_number, whole_number
 from .options import StylizeOptions
@@ -47,7 +46,9 @@ def add_parser(sub) -> None:
     v.add_argument("--chunk-frames", type=whole_number("--chunk-frames", 1), default=_DEFAULTS["chunk_frames"],
                    metavar="N", help=f"frames per resumable chunk (default: {_DEFAULTS['chunk_frames']})")
     v.add_argument("--keep-parts", action="store_true", help="keep OUT.parts (the lossless chunks) after writing")
-    v.add_argument("--json", action="store_true", help="print one JSON record of the run on stdout")
+    v.add_argument("--json", action="store_true", help="print one JSON record of the run on stdout (input, output, "
+                   "frames, method, styles, temporal, stability, sizes, encoder, audio, seconds, frames per second); "
+                   "other lines go to stderr")
     v.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     add_option_flags(v, StylizeOptions, "method options", only=VIDEO_OPTIONS)
     v.set_defaults(func=cmd_video)
@@ -61,22 +62,24 @@ def add_parser(sub) -> None:
 
 
 def cmd_video(args: argparse.Namespace) -> int:
+    from . import cli_io
+
     options = given(args, StylizeOptions)
     method, model = options.pop("method", None), options.pop("model", None)
     if args.size:
         options["size"] = args.size
-    record = stylize_video(args.input, args.output, args.style or None, method, model=model,
-                           temporal=args.temporal, stability=args.stability, flow=args.flow,
-                           chunk_frames=args.chunk_frames, keep_parts=args.keep_parts,
-                           progress=not (args.quiet or args.json), **options)
-    if args.json:
-        print(json.dumps(record))
-    else:
+    with cli_io.data_on_stdout(args.json) as stdout:  # under --json the bars and the line go to stderr
+        record = stylize_video(args.input, args.output, args.style or None, method, model=model,
+                               temporal=args.temporal, stability=args.stability, flow=args.flow,
+                               chunk_frames=args.chunk_frames, keep_parts=args.keep_parts,
+                               progress=not args.quiet, **options)
         resumed = f", {record['resumed_chunks']} chunks resumed" if record["resumed_chunks"] else ""
         audio = f", audio {record['audio']}" if record["audio"] else ", no audio"
         print(f"wrote {record['output']} ({record['frames']} frames, {record['method']}, temporal "
               f"{record['temporal']} {record['stability']:g}, {record['paint_fps']} frames/s painting{audio}"
               f"{resumed}, {record['seconds']:.1f} s)")
+        if args.json:
+            cli_io.write_json(stdout, record)
     return 0
 
 

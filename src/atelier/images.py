@@ -36,7 +36,7 @@ DEFAULT_MAX_PIXELS = 50_000_000
 SUPPORTED_SAVE = {".png", ".jpg", ".jpeg", ".webp"}
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".gif"})
 METADATA_KEY = "atelier"  # PNG text-chunk key holding json.dumps(metadata)
-_SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+SAVE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
 _READABLE = "JPEG, PNG, WebP, TIFF, BMP or GIF"
 
 
@@ -408,7 +408,7 @@ def save_image(image: torch.Tensor | Image.Image, path: PathLike, metadata: dict
     ``read_metadata``.
     """
     p = check_output_path(path)
-    fmt = _SAVE_FORMATS[p.suffix.lower()]
+    fmt = SAVE_FORMATS[p.suffix.lower()]
     pil, text, options = _encoding(image, fmt, metadata, quality)
     try:
         with atomic_path(p) as tmp:

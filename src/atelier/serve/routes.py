@@ -2,7 +2,7 @@
 (one pass: a student, or a one-pass method with style images); plus ``read_form``, the one reader of multipart
 requests. ``add_routes(app, service)`` puts them on the app.
 
-``GET /v1/info`` is ``atelier.info.collect(paths=False)`` cut to what a client may see: versions, devices and the
+``GET /v1/info`` is ``about.collect(paths=False)`` cut to what a client may see: versions, devices and the
 bundled models, with no filesystem path (no weights source, cache or model folder) and no weights read.
 
 ``POST /v1/stylize`` form fields: ``image`` (the photo, one file) and either ``model`` (a student's name) or
@@ -211,7 +211,7 @@ def add_routes(app: FastAPI, service: "Service") -> None:
 
     @app.get("/v1/info")
     async def info() -> dict[str, Any]:
-        from ..info import public
+        from ..about import public
 
         return await run_in_threadpool(public)
 

@@ -6,18 +6,21 @@ Convention: ``flow(a, b)`` is ``[H, W, 2]`` (x, y) with ``a(p) ≈ b(p + flow(p)
 Occlusion (``consistent``): a pixel ``p`` of ``a`` is trusted when following the flow to ``b`` and back returns to
 ``p`` (Sundaram et al. 2010, as Ruder et al. 2016 use it for video style transfer):
 ``|f_ab(p) + f_ba(p + f_ab(p))|² ≤ 0.01 (|f_ab|² + |f_ba|²) + 0.5``, it lands inside ``b``, and it is not on a
-motion boundary (``|∇f_ab|² ≤ 0.01 |f_ab|² + 0.002``). Pixels that fail are uncovered or occluded between the frames.
+motion boundary (``|∇f_ab|² ≤ 0.01 |f_ab|² + 0.002``), or it looks the same in both frames (photometric check,
+for flat areas). Pixels that fail are uncovered or occluded between the frames.
 """
 
 from __future__ import annotations
 
 import functools
+from typing import Optional
 
 import numpy as np
 
 from ..errors import AtelierError
 
 FLOW_METHODS = ("dis", "farneback")
+PHOTOMETRIC_TOLERANCE = 6.0  # grey levels: 3 to 10 gave the same warping error on the real clip (measured)
 
 
 def _cv2():
@@ -92,20 +95,28 @@ def _sq(v: np.ndarray) -> np.ndarray:
     return v[..., 0] * v[..., 0] + v[..., 1] * v[..., 1]
 
 
-def consistent(f_ab: np.ndarray, f_ba: np.ndarray) -> np.ndarray:
-    """float32 ``[H, W]``: 1 where ``a``'s pixel is seen in ``b`` (forward-backward consistent), 0 where not."""
+def consistent(f_ab: np.ndarray, f_ba: np.ndarray, a: Optional[np.ndarray] = None, b: Optional[np.ndarray] = None,
+               tolerance: float = PHOTOMETRIC_TOLERANCE) -> np.ndarray:
+    """float32 ``[H, W]``: 1 where ``a``'s pixel is seen in ``b``, 0 where not. A pixel must land inside ``b`` and
+    either pass the forward-backward check (not on a motion boundary) or, given the grey frames ``a`` and ``b``,
+    look the same: ``b`` warped to ``a`` within ``tolerance`` grey levels (mean over 7x7). The photometric half
+    rescues flat areas (a night sky), where the flow is ill-defined and fails the round trip but any flow warps
+    them alike; without it Magenta's painted sky kept its full flicker (benchmarks/README.md section 13)."""
     cv2 = _cv2()
     h, w = f_ab.shape[:2]
     f_ab = f_ab.astype(np.float32, copy=False)
     back = warp(f_ba, f_ab)  # f_ba at p + f_ab(p)
     len_ab = _sq(f_ab)
     ok = _sq(f_ab + back) <= 0.01 * (len_ab + _sq(back)) + 0.5
-    target = _grid(h, w) + f_ab
-    ok &= (target[..., 0] >= 0) & (target[..., 0] <= w - 1) & (target[..., 1] >= 0) & (target[..., 1] <= h - 1)
     # central differences (np.gradient's, /2), both channels at once
     dx = cv2.Sobel(f_ab, cv2.CV_32F, 1, 0, ksize=1, scale=0.5, borderType=cv2.BORDER_REPLICATE)
     dy = cv2.Sobel(f_ab, cv2.CV_32F, 0, 1, ksize=1, scale=0.5, borderType=cv2.BORDER_REPLICATE)
     ok &= _sq(dx) + _sq(dy) <= 0.01 * len_ab + 0.002
+    if a is not None and b is not None:
+        diff = cv2.blur(np.abs(a.astype(np.float32) - warp(b.astype(np.float32), f_ab)), (7, 7))
+        ok |= diff < tolerance
+    target = _grid(h, w) + f_ab
+    ok &= (target[..., 0] >= 0) & (target[..., 0] <= w - 1) & (target[..., 1] >= 0) & (target[..., 1] <= h - 1)
     return ok.astype(np.float32)
 
 

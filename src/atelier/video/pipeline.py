@@ -194,7 +194,8 @@ def stylize_video(src: Union[str, Path], dst: Union[str, Path], style: Any = Non
     t2 = time.perf_counter()
     enc_bar = _bar(progress, index, "encoding")
     try:
-        encoded = io.assemble(chunks, info, dst, resize_frame, progress=(lambda n: enc_bar.update(1)) if enc_bar else None)
+        encoded = io.assemble(chunks, info, dst, resize_frame,
+                              progress=(lambda n: enc_bar.update(1)) if enc_bar else None)
     finally:
         if enc_bar:
             enc_bar.close()

@@ -9,7 +9,8 @@ its unrounded blend), so ``restore(photo, written)`` from a resumed job's last c
 - ``flow`` (ours): the previous output is warped to the current frame along the optical flow of the *photo* frames
   and blended in where the flow is trusted (forward-backward consistent, ``flow.consistent``):
   ``out = stylised + s·mask·(warped previous out − stylised)``. Along each motion path this is the same moving
-  average, so strokes that should stay put stay put while things move; uncovered and occluded pixels (mask 0) take
+  average, so strokes that should stay put stay put while things move (trusted: the flow's round trip holds, or
+  the photo looks the same there, which rescues flat areas like a sky); uncovered and occluded pixels (mask 0) take
   the new frame as it is, so moving objects do not ghost. A frame where under a fifth of the pixels are trusted is a
   scene cut: it starts afresh.
 """
@@ -80,7 +81,7 @@ class FlowBlend(Stabilizer):
             return stylised
         back = self.flow(g, prev_gray)         # current -> previous
         fwd = self.flow(prev_gray, g)          # previous -> current
-        mask = consistent(back, fwd)
+        mask = consistent(back, fwd, g, prev_gray)
         self.trusted.append(float(mask.mean()))
         if mask.mean() < SCENE_CUT:
             return stylised

@@ -1,10 +1,8 @@
 """What this installation is: versions, devices, the bundled models and where each feature net's weights come from.
 
 ``collect()`` returns one JSON-ready dict; ``atelier info`` prints it (a table, or ``--json``), ``atelier.info()``
-returns it, and the service's ``GET /v1/info`` serves ``public()``, the same facts less anything that names a file.
-``atelier.info`` is this module, made callable (calling it is ``collect``): Python sets a package's attribute to a
-submodule of the same name once the submodule is imported, so a plain function ``atelier.info`` would be replaced by
-this module depending on import order; a callable module is the same thing in every order.
+(``api.info``) returns it, and the service's ``GET /v1/info`` serves ``public()``, the same facts less anything that
+names a file. (The module is not called ``info``: importing it would replace the function ``atelier.info``.)
 
 Contract: fast and offline. Nothing here reads weights: the bundled models are described from their ``config.json``,
 their ``MODEL_CARD.md`` and the JSON header of their safetensors file (parameter counts), and the weights sources are
@@ -41,7 +39,6 @@ import platform
 import re
 import struct
 import sys
-import types
 from pathlib import Path
 from typing import Any, Optional
 
@@ -305,13 +302,3 @@ def public() -> dict[str, Any]:
     """What the service may show anyone: versions, devices and the bundled models, no filesystem path."""
     facts = collect(paths=False)
     return {k: facts[k] for k in PUBLIC_KEYS}
-
-
-class _CallableModule(types.ModuleType):
-    """``atelier.info(...)`` is ``collect(...)`` (see the module docstring)."""
-
-    def __call__(self, paths: bool = True) -> dict[str, Any]:
-        return collect(paths)
-
-
-sys.modules[__name__].__class__ = _CallableModule
