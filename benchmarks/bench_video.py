@@ -45,7 +45,8 @@ from atelier.video.synthetic import pan_zoom, write_video
 from atelier.video.temporal import make_stabilizer, to_uint8
 
 VARIANTS = [("none", 0.0), ("average", 0.5), ("average", 0.8), ("flow", 0.5), ("flow", 0.8)]
-METHODS = {"paintings": (["starry-night"], "paintings"), "magenta": ([str(bundled_style("starry_night"))], "magenta")}
+METHODS = {"paintings": (["starry-night"], "paintings"), "paintings-steady": (["starry-night"], "paintings-steady"),
+           "magenta": ([str(bundled_style("starry_night"))], "magenta")}
 
 
 def _astronaut(scale: float = 1.0) -> np.ndarray:
@@ -152,6 +153,26 @@ def compare_students(folders: str, style: str, clips: dict) -> list[dict]:
     return out
 
 
+def student_sheet(folders: str, styles: list[str], path: Path, side: int = 320) -> None:
+    """The astronaut painted by each student (columns) in each style (rows): what the stability term does to the
+    picture itself."""
+    import atelier
+
+    names = folders.split(",")
+    photo = Image.fromarray(_astronaut())
+    font = ImageFont.load_default(size=16)
+    sheet = Image.new("RGB", (90 + side * len(names), side * len(styles)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, folder in enumerate(names):
+        for r, style in enumerate(styles):
+            im = atelier.stylize(photo, [style], model=folder, size=side).image
+            sheet.paste(im.resize((side, side)), (90 + c * side, r * side))
+        draw.text((95 + c * side, 5), Path(folder).name, fill="white", font=font)
+    for r, style in enumerate(styles):
+        draw.text((5, r * side + side // 2), style, fill="black", font=font)
+    sheet.save(path, quality=88)
+
+
 def strip(frames, rows, flows, masks, start: int, n: int, path: Path) -> None:
     by = {(r["temporal"], r["stability"]): r["outputs"] for r in rows}
     chosen = [("photo", [f.astype(np.float32) / 255 for f in frames]), ("frame by frame", by[("none", 0.0)]),
@@ -197,11 +218,14 @@ def main() -> int:
     p.add_argument("--frames", type=int, default=48, help="frames of the synthetic clip")
     p.add_argument("--real-frames", type=int, default=190)
     p.add_argument("--speed-frames", type=int, default=48)
-    p.add_argument("--methods", default="paintings,magenta")
+    p.add_argument("--methods", default="paintings,paintings-steady,magenta")
+    p.add_argument("--speed-methods", default="paintings,magenta", help="timed end to end (paintings-steady is the "
+                   "same net as paintings)")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/video"))
     p.add_argument("--students", default="", help="student folders trained with and without --stability-weight, "
-                   "comma-separated: compared on both clips, frame by frame and with flow (style: --student-style)")
-    p.add_argument("--student-style", default="starry-night")
+                   "comma-separated: compared on both clips, frame by frame and with flow, and drawn on one sheet")
+    p.add_argument("--student-styles", default="starry-night,udnie",
+                   help="styles of the students' sheet; the first is the one run on the clips")
     p.add_argument("--skip-speed", action="store_true")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -233,10 +257,13 @@ def main() -> int:
             print(_table(results[-len(rows):]), flush=True)
             if clip == "real" and method == "paintings":
                 strip(frames, rows, flows, masks, 60, 4, args.out / "strip.jpg")
-    trained = compare_students(args.students, args.student_style, clips) if args.students else []
+    student_styles = args.student_styles.split(",")
+    trained = compare_students(args.students, student_styles[0], clips) if args.students else []
+    if args.students:
+        student_sheet(args.students, student_styles, args.out / "stability_sheet.jpg")
     with tempfile.TemporaryDirectory() as work:
         for size in (() if args.skip_speed else ((512, 288), (1024, 576))):
-            for method in args.methods.split(","):
+            for method in args.speed_methods.split(","):
                 speeds += speed(size, args.speed_frames, method, Path(work))
                 print(speeds[-2:], flush=True)
     (args.out / "results.json").write_text(json.dumps({"flicker": results, "speed": speeds, "students": trained},

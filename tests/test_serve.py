@@ -180,7 +180,7 @@ def test_models_lists_students_engines_options_and_limits(tmp_path):
     with make_client(tmp_path, models=str(models), max_iterations=50) as c:
         body = c.get("/v1/models").json()
     students = {s["name"]: s for s in body["students"]}
-    assert set(students) == {"starry-tiny", "paintings", "any-style", "my-student"}
+    assert set(students) == {"starry-tiny", "paintings", "paintings-steady", "any-style", "my-student"}
     assert students["starry-tiny"]["source"] == "bundled" and students["my-student"]["source"] == "models"
     assert students["paintings"]["style"] == "named" and students["any-style"]["style"] == "required"
     assert "starry-night" in {s["name"] for s in students["paintings"]["styles"]}

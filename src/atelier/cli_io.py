@@ -203,16 +203,17 @@ def format_info(d: dict[str, Any]) -> str:
                       f"mps: {'available' if dev['mps']['available'] else 'not available'}; default {dev['default']}"]
     lines += ["", "bundled models"]
     models = d["models"] if isinstance(d["models"], list) else [d["models"]]
+    width = max([13] + [len(str(m.get("name", "?"))) + 1 for m in models])  # names line up, however long
     for m in models:
         if "error" in m:
-            lines.append(f"  {m.get('name', '?'):<13} unreadable: {m['error']}")
+            lines.append(f"  {m.get('name', '?'):<{width}} unreadable: {m['error']}")
             continue
         kind = m["kind"] + (f" ({m['style']})" if m.get("style") else "")
         params = f"{m['parameters']:,} params" if m.get("parameters") is not None else "? params"
-        lines.append(f"  {m['name']:<13} {kind:<20} {params:<16} {_mb(m.get('size_bytes')):<9} "
+        lines.append(f"  {m['name']:<{width}} {kind:<20} {params:<16} {_mb(m.get('size_bytes')):<9} "
                      f"licence: {m.get('licence') or 'not recorded'}")
         who = "source" if m["kind"] == "lite_encoder" else "teacher"
-        lines.append(f"  {'':<13} {who}: {m.get('teacher') or 'not recorded'}"
+        lines.append(f"  {'':<{width}} {who}: {m.get('teacher') or 'not recorded'}"
                      + (f"; {m['folder']}" if m.get("folder") else ""))
     lines += ["", "weights of the feature nets"]
     for name, w in d["weights"].items():

@@ -316,8 +316,14 @@ class StudentTask(Task):
             f"`{', '.join(data['teacher'])}` (style: {', '.join(data['styles'])}).",
             [("data", f"{data['train_pairs']} pairs from {data['pairs']} ({data['held_out']} more held out)"),
              ("losses", f"L1 x {facts['l1_weight']}, adversarial {facts['gan_loss']}, perceptual x "
-                        f"{facts['perceptual_weight']}; EMA {facts['ema']}")],
+                        f"{facts['perceptual_weight']}{stability_text(facts)}; EMA {facts['ema']}")],
             after=(("fidelity to the teacher", fidelity),))
+
+def stability_text(facts: dict[str, Any]) -> str:
+    """The stability term for a card's losses line ("" when it was off)."""
+    w = facts.get("stability_weight") or 0
+    return f", stability x {w:g} (a shifted, noised photo paints the shifted picture)" if w else ""
+
 
 def train_student(log=None, progress: bool = True, **options: Any):
     """Train a student (options: the fields of ``StudentTrainOptions``); returns the model folder."""

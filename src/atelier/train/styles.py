@@ -35,7 +35,7 @@ from ..losses import gram, style_loss
 from ..nets import build_generator
 from ..options import ArbitraryTrainOptions, StyleSetTrainOptions
 from .data import ImageBank, crop_batch
-from .student import PairBank, StudentTask, fidelity
+from .student import PairBank, StudentTask, fidelity, stability_text
 from .trainer import model_card
 
 STYLE_SIDE = 256  # style images are read at this long side for the style loss's Gram matrices
@@ -189,7 +189,7 @@ class StyleSetTask(_Conditional):
         rows = [("data", f"{data['train_pairs']} pairs from {data['pairs']} ({data['held_out']} more held out)"),
                 ("losses", f"L1 x {facts['l1_weight']}, adversarial {facts['gan_loss']}, perceptual x "
                            f"{facts['perceptual_weight']} and style x {facts['style_weight']} under "
-                           f"{facts['perceptual_net']}; EMA {facts['ema']}")]
+                           f"{facts['perceptual_net']}{stability_text(facts)}; EMA {facts['ema']}")]
         per = fid.get("per_style") or {}
         table = "\n".join(f"| {name} | {data['style_images'][i]} | {v.get('psnr_db', '-')} | {v.get('ssim', '-')} |"
                           for i, (name, v) in enumerate(per.items()))
@@ -406,7 +406,8 @@ class ArbitraryTask(_Conditional):
                       f"style images ({data['crops_per_style']} augmented crops each; {data['interpolate']:.0%} of "
                       "the pairs labelled with mixes of two)"),
              ("losses", f"L1 x {facts['l1_weight']}, adversarial {facts['gan_loss']}, perceptual x "
-                        f"{facts['perceptual_weight']} under {facts['perceptual_net']}; EMA {facts['ema']}")],
+                        f"{facts['perceptual_weight']} under {facts['perceptual_net']}{stability_text(facts)}; "
+                        f"EMA {facts['ema']}")],
             after=(("fidelity to the teacher on unseen styles", self._fidelity_text(fid) + f" (styles: {unseen})"),))
 
 
