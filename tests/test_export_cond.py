@@ -47,7 +47,8 @@ MAGENTA = {} if WEIGHTS is None else {"magenta_weights": WEIGHTS}
 
 def cond_student(folder, condition: dict, dim: int, film_std: float, seed: int = 0):
     torch.manual_seed(seed)
-    g = build_generator("tiny-cond", {"cond_dim": dim, "base": 4, "width": 8, "blocks": 1})
+    # One detail block: the stage issue 21 added (the bundled any-style still covers the shape without it).
+    g = build_generator("tiny-cond", {"cond_dim": dim, "base": 4, "width": 8, "blocks": 1, "detail": 1})
     for m in g.modules():  # a unit-gain-ish init, so the output varies (see test_export.make_student)
         if isinstance(m, torch.nn.Conv2d):
             torch.nn.init.normal_(m.weight, 0.0, 0.5 / m.weight[0].numel() ** 0.5)

@@ -123,7 +123,7 @@ def test_pad_to_centres_and_falls_back_to_replicate():
 def test_discriminator_shapes_and_arch():
     torch.manual_seed(0)
     d = build_discriminator()
-    assert discriminator_arch(d) == {"in_channels": 6, "base": 64, "n_layers": 3}
+    assert discriminator_arch(d) == {"in_channels": 6, "base": 64, "n_layers": 3, "scales": 1}
     with torch.no_grad():
         assert d(torch.rand(2, 6, 64, 64)).shape == (2, 1, 6, 6)
         assert d(torch.rand(1, 6, 70, 70)).shape == (1, 1, 6, 6)

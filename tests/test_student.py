@@ -87,7 +87,7 @@ def test_resume_after_a_kill_continues_exactly(tmp_path, pairs_dir, monkeypatch)
 def test_bad_options_and_pairs_are_refused(tmp_path, pairs_dir):
     with pytest.raises(AtelierError, match="^pairs is required"):
         student_train.train_student(progress=False, out=str(tmp_path / "x"))
-    with pytest.raises(AtelierError, match="l1_weight is zero and so are gan_loss and perceptual_weight"):
+    with pytest.raises(AtelierError, match="l1_weight is zero and so are gan_loss, perceptual_weight and distill_"):
         run(tmp_path, pairs_dir, l1_weight=0, gan_loss="none")
     with pytest.raises(AtelierError, match="--holdout"):
         run(tmp_path, pairs_dir, holdout=5)

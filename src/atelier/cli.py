@@ -249,6 +249,14 @@ def cmd_train_arbitrary(args: argparse.Namespace) -> int:
     return _train(args, ArbitraryTrainOptions, train_arbitrary)
 
 
+def cmd_train_style_encoder(args: argparse.Namespace) -> int:
+    """Distil Magenta's style predictor into the small style encoder (atelier.train.style_encoder)."""
+    from .options import StyleEncoderTrainOptions
+    from .train.style_encoder import train_style_encoder
+
+    return _train(args, StyleEncoderTrainOptions, train_style_encoder)
+
+
 def cmd_train_student(args: argparse.Namespace) -> int:
     """Train a student generator on a pairs folder (atelier.train.student); runs under torchrun unchanged."""
     from .options import StudentTrainOptions
@@ -277,6 +285,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     if args.model == "magenta":
         if args.min_psnr != DEFAULT_MIN_PSNR:
             raise OptionError("min_psnr", "is for int8 exports, which magenta does not offer; drop it")
+        if args.style_encoder is not None:
+            raise OptionError("style_encoder", "is for arbitrary-style students; magenta's export writes its own "
+                                               "style predictor")
         report = export_magenta(args.output, weights=args.magenta_weights, opset=args.opset, quantize=args.quantize,
                                 calibration=args.calibration, check=not args.no_check, force=args.force,
                                 tolerance=args.tolerance)
@@ -284,7 +295,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         return 0
     report = export_onnx(args.model, args.output, opset=args.opset, quantize=args.quantize,
                          calibration=args.calibration, check=not args.no_check, force=args.force,
-                         tolerance=args.tolerance, min_psnr=args.min_psnr, magenta_weights=args.magenta_weights)
+                         tolerance=args.tolerance, min_psnr=args.min_psnr, magenta_weights=args.magenta_weights,
+                         style_encoder=args.style_encoder)
     print(report.summary())
     return 0
 
@@ -309,8 +321,10 @@ def _add_export(sub) -> None:
                                    "height and width, check it with onnx.checker and against torch on random and "
                                    "real images, and optionally quantize it to int8. A conditional student (a style "
                                    "set, an arbitrary-style student) takes its condition and strength as inputs "
-                                   "too, and is checked under several of them; an arbitrary-style student's style "
-                                   "predictor is written beside it (OUT.predict.onnx). `atelier export magenta -o "
+                                   "too, and is checked under several of them; what embeds an arbitrary-style "
+                                   "student's style images (the style encoder, or with --style-encoder magenta "
+                                   "Magenta's style predictor) is written beside it (OUT.predict.onnx). `atelier "
+                                   "export magenta -o "
                                    "magenta.onnx` writes Magenta's transformer and, beside it, magenta.predict.onnx "
                                    "(the style predictor), fp32. The optimisation engines (gatys, lite) are not "
                                    "exportable.")
@@ -332,6 +346,10 @@ def _add_export(sub) -> None:
     e.add_argument("--magenta-weights", metavar="FILE|random", default=None,
                    help="magenta and arbitrary-style students: the style predictor's weights (default: as atelier "
                         "stylize finds them)")
+    e.add_argument("--style-encoder", metavar="distilled|magenta|MODEL_DIR", default=None,
+                   help="arbitrary-style students: what to write beside the model to embed style images: distilled "
+                        "(the bundled style encoder; the default), magenta (Magenta's style predictor; the default "
+                        "with --magenta-weights) or a style encoder folder")
     e.set_defaults(func=cmd_export)
 
 
@@ -454,6 +472,13 @@ def build_parser() -> argparse.ArgumentParser:
                      "Train a tiny generator conditioned on Magenta's style embedding: the teacher labels a bank of "
                      "photo crops with augmented and mixed style embeddings, kept in the run folder; then any style "
                      "image paints in one pass.")
+    from .options import StyleEncoderTrainOptions
+
+    _options_command(tsub, "style-encoder", StyleEncoderTrainOptions, cmd_train_style_encoder,
+                     "distil Magenta's style predictor into the small style encoder",
+                     "Train the style encoder the arbitrary-style students use by default: Magenta's style predictor "
+                     "labels a bank of augmented crops of photographs and style images, kept in the run folder; the "
+                     "encoder learns to give the same 100-d embedding in a few ms.")
     _options_command(sub, "prepare", PrepareOptions, cmd_prepare,
                      "make (photo, stylised) training pairs with a teacher",
                      "Stylise every photograph of a folder with a teacher (gatys, lite, effnet or magenta) and write "

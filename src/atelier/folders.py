@@ -8,7 +8,8 @@ A model folder is what a trained model ships as and what ``--model`` / ``--lite-
 
 Models are rebuilt from the stored config, never from command-line flags. Nothing is unpickled: weights are
 safetensors. A folder is written next to its destination under a temporary name and renamed into place, so a
-crash never leaves a half folder that looks whole.
+crash never leaves a half folder that looks whole. ``FolderCache`` keeps loaded models by folder and weights-file
+stamp (students, style encoders).
 
 """
 
@@ -18,8 +19,10 @@ import json
 import os
 import shutil
 import tempfile
+import threading
+from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import torch
 from safetensors import SafetensorError
@@ -111,6 +114,35 @@ def read_model_config(folder: PathLike, kind: Optional[str] = None) -> dict[str,
     if kind is not None and config["kind"] != kind:
         raise AtelierError(f"{folder} holds a {config['kind']!r} model, not a {kind!r} one")
     return config
+
+
+class FolderCache:
+    """Models loaded from folders, kept by (resolved folder, its weights file's modification time and size), the
+    ``size`` most recent: a service or a batch loads each model once, and a folder rewritten in place is read again.
+    Thread-safe; a folder whose weights cannot be stat'ed is loaded every time (its loader says what is wrong)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: "OrderedDict[tuple, Any]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, folder: Path, load: Callable[[Path], Any]) -> Any:
+        try:
+            st = (folder / WEIGHTS_NAME).stat()
+            key: Optional[tuple] = (str(folder.resolve()), st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = None
+        with self._lock:
+            if key is not None and key in self._items:
+                self._items.move_to_end(key)
+                return self._items[key]
+        value = load(folder)
+        if key is not None:
+            with self._lock:
+                self._items[key] = value
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+        return value
 
 
 def load_model_weights(folder: PathLike) -> dict[str, torch.Tensor]:

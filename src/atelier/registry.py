@@ -1,4 +1,5 @@
-"""One registry for everything chosen by name: methods, feature nets, generators, teachers. The one catalogue.
+"""One registry for everything chosen by name: methods, feature nets, generators, teachers, style encoders. The one
+catalogue.
 
 ``register(kind, name)`` decorates a factory; built-ins are registered lazily by dotted path, so importing the
 registry imports nothing heavy and any layer may use it (it sits on the ground floor with ``errors``).
@@ -15,7 +16,7 @@ from typing import Any, Callable
 
 from .errors import AtelierError
 
-KINDS = ("method", "feature_net", "generator", "teacher")
+KINDS = ("method", "feature_net", "generator", "teacher", "style_encoder")
 
 
 @dataclass
@@ -127,3 +128,7 @@ register("teacher", "effnet", "atelier.teachers.optimize:effnet_teacher",
 register("teacher", "magenta", "atelier.teachers.magenta:magenta_teacher",
          description="Magenta's arbitrary-image-stylization-v1-256: offline in torch (atelier[magenta]), or a TF Hub "
                      "handle / SavedModel through TensorFlow (atelier[magenta-tf])")
+# Style encoders: nets that map a style image to an arbitrary-style student's style embedding (built from a model
+# folder's config by ``nets.style_encoder.build_style_encoder``).
+register("style_encoder", "stats-mlp", "atelier.nets.style_encoder:StyleEncoder",
+         description="stride-2 convs, per-channel mean and std pooled at every level, MLP to the embedding")

@@ -27,7 +27,9 @@ metadata adds ``condition`` and ``cond_dim``, and:
   style image, from the style predictor written beside the model (``<stem>.predict.onnx``, named by ``predictor`` and
   checked by ``predictor_sha256``, as for ``atelier export magenta``); ``style_load_side`` (512), ``style_size`` and
   ``embedding_size`` say how style images are loaded (``runtime_magenta.StylePredictor``); several styles are mixed
-  by their weighted mean. ``magenta_source`` names the predictor's weights.
+  by their weighted mean. ``magenta_source`` names the predictor's weights (the one the embedding is Magenta's).
+  By default that file is the distilled style encoder (its ``atelier.kind`` ``style-encoder``; the student's
+  ``style_encoder`` names it and ``style_min_side`` the smallest style image it takes).
 
 Every tile of a tiled run gets the same condition and strength.
 
@@ -71,7 +73,7 @@ PLAIN_FORMAT = 1   # what every other file is written as, so older runtimes stil
 CONDITIONS = ("styles", "magenta-embedding")  # methods.feedforward.CONDITIONS (that module imports torch)
 DEFAULT_MAX_PIXELS = 50_000_000  # the same limit as atelier.images (which imports torch, so it is not imported)
 _INT_KEYS = ("export_format", "pad_multiple", "min_size", "min_input", "opset", "style_size", "embedding_size",
-             "style_load_side", "cond_dim")
+             "style_load_side", "style_min_side", "cond_dim")
 _JSON_KEYS = ("architecture", "styles", "style_images")
 MAGENTA_KINDS = ("magenta", "magenta-predictor")  # atelier export magenta (runtime_magenta.py)
 _FLOAT_KEYS = ("parity_max_abs_diff", "psnr_db")

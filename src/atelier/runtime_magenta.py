@@ -25,7 +25,10 @@ The pair of files (``export/magenta.py`` writes them):
 
 ``embed`` and ``run`` are the steps on their own, so a caller can predict a style once and paint many photos with it.
 ``StylePredictor`` (the predictor file a model's metadata names, checked by its sha256, and ``embed``) serves this
-transformer and the arbitrary-style students' exports (``atelier.runtime.OnnxStylizer``) alike.
+transformer and the arbitrary-style students' exports (``atelier.runtime.OnnxStylizer``) alike; for the students the
+file is, by default, the distilled style encoder (``atelier.kind`` ``style-encoder``, ``export/style_encoder.py``:
+the same input and output, about 4x faster), and the student's ``atelier.style_min_side`` refuses style
+images smaller than the encoder reads.
 Not here (the torch method has them): ``tile`` (the instance norms span the whole picture; the method's exact tiled
 path needs the net in stages) and ``preserve_color``.
 """
@@ -47,6 +50,7 @@ from .runtime import (DEFAULT_MAX_PIXELS, INPUT_NAME, OUTPUT_NAME, ImageInput, P
 
 KIND = "magenta"
 PREDICTOR_KIND = "magenta-predictor"
+ENCODER_KIND = "style-encoder"  # the distilled style encoder (export/style_encoder.py): the predictor's interface
 EMBEDDING_NAME = "embedding"   # the transformer's second input and the predictor's output
 STYLE_NAME = "style"           # the predictor's input
 STYLE_SIZE = 256
@@ -114,8 +118,11 @@ class StylePredictor:
         # The predictor's threads sleep when idle: spinning, they took the cores from the transformer's threads
         # that run next (at 512 px, 2 threads: predict + transform 92 ms with spinning, 63 ms without).
         self.session, pinfo, _ = open_session(data, threads, spinning=False)
-        if pinfo.get("kind") != PREDICTOR_KIND or _io(self.session) != ([STYLE_NAME], [EMBEDDING_NAME]):
-            raise AtelierError(f"the predictor of {label} is not a magenta style predictor; the file is damaged")
+        if pinfo.get("kind") not in (PREDICTOR_KIND, ENCODER_KIND) or _io(self.session) != ([STYLE_NAME],
+                                                                                            [EMBEDDING_NAME]):
+            raise AtelierError(f"the predictor of {label} is not a style predictor or style encoder; the file is "
+                               "damaged")
+        self.kind = pinfo["kind"]
 
     def _predictor_bytes(self, path: Optional[Path], predictor: Union[PathLike, bytes, None], label: str) -> bytes:
         if isinstance(predictor, bytes):
@@ -138,6 +145,10 @@ class StylePredictor:
         torch path loads style images at (``atelier.style_load_side``: up or down), then its centre square at
         256."""
         x = to_array(image, max_pixels)[:1]
+        least = self.info.get("style_min_side")  # the style encoder's (methods.style_encoding.STYLE_MIN_SIDE)
+        if isinstance(least, int) and min(x.shape[-2:]) < least:
+            raise AtelierError(f"the style image is {x.shape[-1]}x{x.shape[-2]} px; the style encoder needs at least "
+                               f"{least} px on its short side (give a larger style image)")
         side = self.info.get("style_load_side")
         if isinstance(side, int) and side > 0:
             x = resize_array(x, long_side_hw(x.shape[-2], x.shape[-1], side))
@@ -233,4 +244,4 @@ class MagentaStylizer:
 
 
 __all__ = ["MagentaStylizer", "StylePredictor", "style_square", "mix", "pad_like_transformer", "KIND", "PREDICTOR_KIND",
-           "EMBEDDING_NAME", "STYLE_NAME", "STYLE_SIZE", "EMBEDDING_SIZE"]
+           "ENCODER_KIND", "EMBEDDING_NAME", "STYLE_NAME", "STYLE_SIZE", "EMBEDDING_SIZE"]

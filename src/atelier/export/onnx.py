@@ -85,19 +85,19 @@ def export_onnx(model: ModelLike, out: PathLike, opset: int = DEFAULT_OPSET, qua
                 check_images: Sequence[Union[PathLike, np.ndarray]] = (),
                 calibration_size: int = DEFAULT_CALIBRATION_SIZE,
                 calibration_count: int = DEFAULT_CALIBRATION_COUNT,
-                magenta_weights: Optional[str] = None) -> ExportReport:
+                magenta_weights: Optional[str] = None, style_encoder: Optional[str] = None) -> ExportReport:
     """Export student ``model`` (a folder, a bundled name or a loaded ``StudentModel``) to ``out`` (see the package
     docstring); returns what was written and measured. Refuses (``AtelierError``, nothing written) a model that
-    fails its checks, and an existing ``out`` unless ``force``. An arbitrary-style student's style predictor
-    (``magenta_weights``: as ``atelier stylize --magenta-weights``, default its own resolution) is written beside
-    ``out`` as ``<stem>.predict.onnx``."""
+    fails its checks, and an existing ``out`` unless ``force``. What embeds an arbitrary-style student's style images
+    is written beside ``out`` as ``<stem>.predict.onnx``: ``style_encoder`` and ``magenta_weights`` choose it as
+    ``atelier stylize --style-encoder/--magenta-weights`` do (default: the bundled style encoder)."""
     t0 = time.perf_counter()
     onnx, _ = onnx_modules()
     path, calib_files = check_args(out, opset, quantize, calibration, tolerance, min_psnr, force)
     for name, value in (("calibration_size", calibration_size), ("calibration_count", calibration_count)):
         check_number(name, value, low=1, whole=True)
     student = load_student(model)
-    cond = conditioning(student, path, opset, check, float(tolerance), force, magenta_weights)
+    cond = conditioning(student, path, opset, check, float(tolerance), force, magenta_weights, style_encoder)
     extra = cond.props if cond is not None else None
     conditions = cond.conditions if cond is not None else []
     predictor = cond.predictor if cond is not None else None

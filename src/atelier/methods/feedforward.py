@@ -27,15 +27,13 @@ from __future__ import annotations
 import copy
 import functools
 import os
-import threading
 import time
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
-from ..folders import WEIGHTS_NAME, load_into, load_model_weights, read_model_config
+from ..folders import WEIGHTS_NAME, FolderCache, load_into, load_model_weights, read_model_config
 from ..errors import AtelierError
 from ..files import sha256_file
 from .. import registry
@@ -303,9 +301,7 @@ class StudentModel:
 
 # ------------------------------------------------------------------------------------------ loading, cached
 
-_MODEL_CACHE_SIZE = 4
-_models: "OrderedDict[tuple, StudentModel]" = OrderedDict()
-_models_lock = threading.Lock()
+_models = FolderCache(4)
 
 
 def load_student(name_or_path: Union[PathLike, StudentModel]) -> StudentModel:
@@ -316,23 +312,7 @@ def load_student(name_or_path: Union[PathLike, StudentModel]) -> StudentModel:
     """
     if isinstance(name_or_path, StudentModel):
         return name_or_path
-    folder = resolve_model(name_or_path)
-    try:
-        st = (folder / WEIGHTS_NAME).stat()
-        key: Optional[tuple] = (str(folder.resolve()), st.st_mtime_ns, st.st_size)
-    except OSError:
-        key = None  # from_folder says what is wrong
-    with _models_lock:
-        if key is not None and key in _models:
-            _models.move_to_end(key)
-            return _models[key]
-    model = StudentModel.from_folder(folder)
-    if key is not None:
-        with _models_lock:
-            _models[key] = model
-            while len(_models) > _MODEL_CACHE_SIZE:
-                _models.popitem(last=False)
-    return model
+    return _models.get(resolve_model(name_or_path), StudentModel.from_folder)
 
 
 # ------------------------------------------------------------------------------------------ the method
@@ -373,11 +353,13 @@ class StudentMethod(Method):
             self.options = COMMON_OPTIONS | ONE_PASS_OPTIONS | STRENGTH_OPTIONS | {"style_weights"}
             self.blends_styles = True
             self.style_names = list(config["condition"].get("styles") or []) if self.condition == "styles" else []
-            if self.condition == "magenta-embedding":
-                self.options = self.options | {"magenta_weights"}  # the style predictor's weights
+            if self.condition == "magenta-embedding":  # the style encoder, or Magenta's predictor and its weights
+                self.options = self.options | {"magenta_weights", "style_encoder"}
 
     def style_side(self, options: StylizeOptions) -> Optional[int]:
-        return 512  # the arbitrary student embeds the centre square of a style image at 256 px
+        # The arbitrary student takes style images at their own size: methods.style_encoding checks the size the
+        # user gave, then brings them to STYLE_LOAD_SIDE (512) and embeds their centre square at 256 px.
+        return None if self.condition == "magenta-embedding" else 512
 
     def find_style(self, name: Any) -> str:
         """A style set's name for ``name`` (see ``StudentModel.find_style``); a path or image is refused."""
@@ -392,15 +374,17 @@ class StudentMethod(Method):
 
     def availability(self) -> tuple[bool, str]:
         try:
-            read_model_config(Path(self.folder), KIND)
+            config = read_model_config(Path(self.folder), KIND)
         except AtelierError as e:
             return False, str(e)
         if self.condition == "magenta-embedding":
             from ..nets.magenta_port import find_magenta_weights
+            from .style_encoding import default_encoder_fits
 
-            source, reason = find_magenta_weights()  # the default source (a --magenta-weights file is checked at run)
-            if source is None:
-                return False, f"its style embeddings need Magenta's style predictor: {reason}"
+            if not default_encoder_fits(config):  # then it embeds with the predictor, as choose_embedder does
+                source, reason = find_magenta_weights()  # the default source (--magenta-weights is checked at run)
+                if source is None:
+                    return False, f"its style embeddings need Magenta's style predictor: {reason}"
         return True, f"student model folder {self.folder}"
 
     @property
@@ -411,16 +395,16 @@ class StudentMethod(Method):
             device: torch.device, callback: Optional[Callback] = None) -> Painting:
         model = self.model
         t0 = time.perf_counter()
-        cond, style = None, model.style
+        cond, style, extra = None, model.style, {}
         if model.condition == "styles":
             names = [self.find_style(n) for n in styles]
             cond, style = model.style_condition(names, options.style_weights), names
         elif model.condition == "magenta-embedding":
-            from ..nets.magenta_port import load_magenta
-            from .magenta import embed, mix
+            from . import style_encoding
 
-            nets = load_magenta(options.magenta_weights, torch.device("cpu"))
-            cond, style = mix([embed(nets, s) for s in styles], options.style_weights), "style image embedding"
+            embedder = style_encoding.choose_embedder(model.config, options.style_encoder, options.magenta_weights)
+            cond = style_encoding.embed_styles(embedder, styles, options.style_weights)
+            style, extra = "style image embedding", {"style_encoder": style_encoding.identity(embedder)}
         if cond is not None:  # the generator blends with the photo itself, in the same pass
             image = model.run(content, tile=options.tile, device=device, cond=cond, strength=options.strength)
             applied = "in the generator: its picture blended with the photo in the same pass"
@@ -434,7 +418,7 @@ class StudentMethod(Method):
         return Painting(image.detach().cpu(), seconds, metadata={
             "weights": model.identity, "random_weights": False, "style": style,
             "model_folder": str(model.folder), "tile": options.tile, "strength": options.strength,
-            "strength_applied": applied})
+            "strength_applied": applied, **extra})
 
 
 def bundled_methods() -> dict[str, tuple[Callable[[], StudentMethod], str]]:

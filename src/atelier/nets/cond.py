@@ -40,14 +40,16 @@ class CondTinyGenerator(Generator):
     min_size = 8
 
     def __init__(self, cond_dim: int = 8, base: int = 16, width: int = 64, blocks: int = 4, fold: int = 4,
-                 bilinear: bool = False):
+                 bilinear: bool = False, detail: int = 0):
         where = "tiny-cond generator"
         check_int(where, "cond_dim", cond_dim, 1, 4096)
         check_int(where, "base", base, 2, 256)
         check_int(where, "width", width, 1, 512)
         check_int(where, "blocks", blocks, 0, 32)
         check_int(where, "fold", fold, 1, 8)
-        super().__init__(cond_dim=cond_dim, base=base, width=width, blocks=blocks, fold=fold, bilinear=bool(bilinear))
+        check_int(where, "detail", detail, 0, 8)
+        super().__init__(cond_dim=cond_dim, base=base, width=width, blocks=blocks, fold=fold, bilinear=bool(bilinear),
+                         detail=detail)
         self.pad_multiple = 2 * fold
         self.min_size = 4 * fold
         folded = 3 * fold * fold
@@ -57,10 +59,14 @@ class CondTinyGenerator(Generator):
         self.res_b = nn.ModuleList([separable(width, width, dilation=2) for _ in range(blocks)])
         self.reduce = nn.Conv2d(width, base, 1)
         self.up = separable(base, base)                             # 1/2, after nearest upsampling
+        # The detail stage: residual blocks at the folded resolution, where each channel is one pixel of a fold x
+        # fold block, so they can draw strokes a few pixels wide that the body's 1/8-resolution features cannot.
+        self.detail_a = nn.ModuleList([separable(base, base) for _ in range(detail)])
+        self.detail_b = nn.ModuleList([separable(base, base) for _ in range(detail)])
         self.head = separable(base + folded, folded)                        # 1/2, then unfolded to full resolution
-        # One norm after the stem, the down conv, each block's first conv, and the decoder; every norm's scale and
-        # shift come from one linear map of the condition.
-        self.norm_channels = [base, width] + [width] * blocks + [base]
+        # One norm after the stem, the down conv, each block's first conv, the decoder and each detail block's first
+        # conv; every norm's scale and shift come from one linear map of the condition.
+        self.norm_channels = [base, width] + [width] * blocks + [base] + [base] * detail
         self.film = nn.Linear(cond_dim, 2 * sum(self.norm_channels))
         init_weights(self)
         nn.init.zeros_(self.film.weight)   # start unconditioned: scale 1, shift 0 for every condition
@@ -97,6 +103,8 @@ class CondTinyGenerator(Generator):
         else:
             y = F.interpolate(self.reduce(y), scale_factor=2.0, mode="nearest")
         y = F.relu(self._cin(self.up(y) + s, next(norms)))
+        for a, b in zip(self.detail_a, self.detail_b):
+            y = y + b(F.relu(self._cin(a(y), next(norms))))
         return F.pixel_shuffle(self.head(torch.cat([y, u], dim=1)), self.arch["fold"])
 
     def forward(self, x: torch.Tensor, cond: Optional[torch.Tensor] = None,

@@ -3,7 +3,7 @@
 | module | dataclass | command |
 |---|---|---|
 | ``stylize.py`` | ``StylizeOptions`` | ``atelier stylize``, ``atelier.stylize(**options)``, the service's form |
-| ``train.py`` | ``TrainOptions``, ``LiteTrainOptions``, ``StudentTrainOptions``, ``StyleSetTrainOptions``, ``ArbitraryTrainOptions`` | ``atelier train lite|student|styles|arbitrary`` |
+| ``train.py`` | ``TrainOptions``, ``LiteTrainOptions``, ``StudentTrainOptions``, ``StyleSetTrainOptions``, ``ArbitraryTrainOptions``, ``StyleEncoderTrainOptions`` | ``atelier train lite|student|styles|arbitrary|style-encoder`` |
 | ``prepare.py`` | ``PrepareOptions`` | ``atelier prepare`` |
 | ``bench.py`` | ``BenchOptions`` | ``atelier bench`` |
 | ``serve.py`` | ``ServeOptions`` | ``atelier serve`` |
@@ -20,10 +20,11 @@ from .prepare import MIN_SIDE, TEACHERS, PrepareOptions, parse_shard, parse_teac
 from .serve import SERVE_FORMATS, ServeOptions
 from .stylize import DEFAULT_METHOD, METHOD_DEFAULTS, StylizeOptions
 from .train import (GENERATORS, MAX_CONVS, MAX_WIDTH, STUDENT_LEARNING_RATES, ArbitraryTrainOptions, LiteTrainOptions,
-                    StudentTrainOptions, StyleSetTrainOptions, TrainOptions)
+                    StudentTrainOptions, StyleEncoderTrainOptions, StyleSetTrainOptions, TrainOptions)
 
 __all__ = ["BenchOptions", "DEFAULT_MAX_PIXELS", "DEVICES", "check_choices", "check_known", "check_number",
            "check_whole", "coerce_lists", "opt", "MIN_SIDE", "TEACHERS", "PrepareOptions", "parse_shard",
            "parse_teacher_options", "SERVE_FORMATS", "ServeOptions", "DEFAULT_METHOD", "METHOD_DEFAULTS",
            "StylizeOptions", "GENERATORS", "MAX_CONVS", "MAX_WIDTH", "STUDENT_LEARNING_RATES", "LiteTrainOptions",
-           "StudentTrainOptions", "TrainOptions", "StyleSetTrainOptions", "ArbitraryTrainOptions"]
+           "StudentTrainOptions", "TrainOptions", "StyleSetTrainOptions", "ArbitraryTrainOptions",
+           "StyleEncoderTrainOptions"]

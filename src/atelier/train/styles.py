@@ -35,7 +35,7 @@ from ..losses import gram, style_loss
 from ..nets import build_generator
 from ..options import ArbitraryTrainOptions, StyleSetTrainOptions
 from .data import ImageBank, crop_batch
-from .student import PairBank, StudentTask, fidelity, stability_text
+from .student import PairBank, StudentTask, fidelity, losses_text
 from .trainer import model_card
 
 STYLE_SIDE = 256  # style images are read at this long side for the style loss's Gram matrices
@@ -47,10 +47,19 @@ class _Conditional(StudentTask):
     def make_generator(self) -> nn.Module:
         o = self.options
         return build_generator(o.generator, {"cond_dim": self.cond_dim, "width": o.width, "blocks": o.blocks,
-                                             "bilinear": True})
+                                             "base": o.base, "detail": o.detail, "bilinear": True})
 
     def generate(self, g: nn.Module, batch) -> torch.Tensor:
         return g(batch[0], batch[2])
+
+    def d_condition_channels(self) -> int:
+        return self.cond_dim
+
+    def d_input(self, content: torch.Tensor, picture: torch.Tensor, batch) -> torch.Tensor:
+        """The photo, the picture and the condition as constant planes: the discriminator judges whether the picture
+        is the teacher's *in this style*, so the generator cannot pass off one style's strokes for another's."""
+        cond = batch[2].to(picture.dtype)[:, :, None, None].expand(-1, -1, *picture.shape[-2:])
+        return torch.cat([content, picture, cond], 1)
 
     def optimizers(self, modules):
         """As the student's, with the condition's map (``film``) at ``film_lr_scale`` x the learning rate: a one-hot
@@ -157,12 +166,12 @@ class StyleSetTask(_Conditional):
                     self.style_grams.append({k: gram(f[k]) for k in layers})
         return modules
 
-    def extra_losses(self, fake: torch.Tensor, batch) -> dict[str, torch.Tensor]:
+    def extra_losses(self, fake: torch.Tensor, batch, features: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if not self.style_grams:
             return {}
         _, layers = self.perceptual_layers()
         labels = batch[2].argmax(1).tolist()
-        f = self.perceptual(fake, list(layers))
+        f = features or self.perceptual(fake, list(layers))
         loss = fake.new_zeros(())
         for k in layers:
             target = torch.cat([self.style_grams[i][k] for i in labels])
@@ -180,6 +189,12 @@ class StyleSetTask(_Conditional):
         overall = fidelity(generator, held_all)
         return {**overall, "per_style": per_style} if overall else {}
 
+    def init_mismatch(self, config: dict[str, Any]) -> str:
+        names = (config.get("condition") or {}).get("styles")
+        if names != self.bank.names:
+            return f"its styles {names} are not this run's {self.bank.names} (the same names, in the same order)"
+        return ""
+
     def config_extra(self, facts: dict[str, Any]) -> dict[str, Any]:
         return {"condition": {"type": "styles", "styles": facts["data"]["styles"],
                               "style_images": facts["data"]["style_images"]}}
@@ -187,9 +202,8 @@ class StyleSetTask(_Conditional):
     def card(self, facts: dict[str, Any]) -> str:
         data, fid = facts["data"], facts.get("fidelity_held_out") or {}
         rows = [("data", f"{data['train_pairs']} pairs from {data['pairs']} ({data['held_out']} more held out)"),
-                ("losses", f"L1 x {facts['l1_weight']}, adversarial {facts['gan_loss']}, perceptual x "
-                           f"{facts['perceptual_weight']} and style x {facts['style_weight']} under "
-                           f"{facts['perceptual_net']}{stability_text(facts)}; EMA {facts['ema']}")]
+                ("losses", f"{losses_text(facts)}, style x {facts['style_weight']} against the painting; EMA "
+                           f"{facts['ema']}")]
         per = fid.get("per_style") or {}
         table = "\n".join(f"| {name} | {data['style_images'][i]} | {v.get('psnr_db', '-')} | {v.get('ssim', '-')} |"
                           for i, (name, v) in enumerate(per.items()))
@@ -389,6 +403,10 @@ class ArbitraryTask(_Conditional):
     def _fidelity(self, generator: nn.Module) -> dict[str, Any]:
         return fidelity(generator, self.bank.held)
 
+    def init_mismatch(self, config: dict[str, Any]) -> str:
+        kind = (config.get("condition") or {}).get("type")
+        return "" if kind == "magenta-embedding" else f"its condition is {kind!r}, not Magenta's style embedding"
+
     def config_extra(self, facts: dict[str, Any]) -> dict[str, Any]:
         return {"condition": {"type": "magenta-embedding", "dim": self.cond_dim,
                               "teacher": facts["data"]["teacher"]}}
@@ -405,9 +423,7 @@ class ArbitraryTask(_Conditional):
             [("data", f"{data['train_pairs']} teacher pairs: {data['photos']} photographs x {len(data['styles'])} "
                       f"style images ({data['crops_per_style']} augmented crops each; {data['interpolate']:.0%} of "
                       "the pairs labelled with mixes of two)"),
-             ("losses", f"L1 x {facts['l1_weight']}, adversarial {facts['gan_loss']}, perceptual x "
-                        f"{facts['perceptual_weight']} under {facts['perceptual_net']}{stability_text(facts)}; "
-                        f"EMA {facts['ema']}")],
+             ("losses", f"{losses_text(facts)}; EMA {facts['ema']}")],
             after=(("fidelity to the teacher on unseen styles", self._fidelity_text(fid) + f" (styles: {unseen})"),))
 
 
