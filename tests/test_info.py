@@ -34,7 +34,8 @@ def test_collect_describes_this_installation(isolated_cache):
     assert tiny["kind"] == "student" and tiny["style"] == "baked" and tiny["generator"] == "tiny"
     assert tiny["parameters"] == 43_439 and tiny["size_bytes"] == (BUNDLED_DIR / "starry-tiny" / "model.safetensors") \
         .stat().st_size
-    assert tiny["teacher"].startswith("lite(") and tiny["folder"] == str(BUNDLED_DIR / "starry-tiny")
+    assert tiny["teacher"].startswith("magenta(") and tiny["folder"] == str(BUNDLED_DIR / "starry-tiny")
+    assert tiny["licence"] == "Apache-2.0"  # its card names the teacher's licence (issue 21: it named none before)
     assert models["paintings"]["style"] == "named" and "starry-night" in models["paintings"]["styles"]
     assert models["any-style"]["licence"] == "Apache-2.0" and models["any-style"]["style"] == "required"
     lite = models["lite"]  # int8 weights: the per-channel scales are not parameters (its card says 915,312)
