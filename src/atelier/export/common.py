@@ -57,7 +57,8 @@ class ExportReport:
     calibration_images: int = 0
     seconds: float = 0.0
     condition: Optional[str] = None          # conditional students: "styles" or "magenta-embedding"
-    predictor_path: Optional[str] = None     # arbitrary-style students: the style predictor written beside path
+    # arbitrary-style students: what embeds style images (the style encoder or Magenta's predictor), beside path
+    predictor_path: Optional[str] = None
     predictor_bytes: int = 0
     embedding_max_abs_diff: Optional[float] = None  # the predictor's worst |onnx - torch| over the check styles
 
@@ -70,7 +71,7 @@ class ExportReport:
         mb = self.bytes / 2 ** 20
         text = f"wrote {self.path} ({mb:.2f} MB, opset {self.opset}, {self.quantize}) from {self.source}"
         if self.predictor_path:
-            text += f", and its style predictor {self.predictor_path} ({self.predictor_bytes / 2 ** 20:.2f} MB)"
+            text += f", and what embeds its style images {self.predictor_path} ({self.predictor_bytes / 2 ** 20:.2f} MB)"
         if not self.checked:
             return text + "; not checked (check=False)"
         what = "checks (images x conditions)" if self.condition else "images"
