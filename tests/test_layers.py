@@ -17,7 +17,7 @@ LAYERS = {
     "methods": 3, "teachers": 3, "metrics": 3,
     "api": 4, "sheets": 4, "about": 4,
     "train": 5, "export": 5, "runtime": 5, "runtime_magenta": 5, "bench": 5, "video": 5,
-    "cli": 6, "cli_io": 6, "cli_video": 6, "flags": 6, "serve": 6, "__main__": 6,
+    "cli": 6, "cli_io": 6, "cli_train": 6, "cli_video": 6, "flags": 6, "serve": 6, "__main__": 6,
 }
 
 

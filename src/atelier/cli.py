@@ -218,53 +218,6 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace, cls: type, train) -> int:
-    out = train(log=_log(args), progress=not args.quiet, **given_options(args, cls))
-    if out is not None:  # only the first process of a torchrun job writes and reports
-        print(f"wrote {out}")
-    return 0
-
-
-def cmd_train_lite(args: argparse.Namespace) -> int:
-    """Train a lite encoder (atelier.train.lite); runs under torchrun unchanged."""
-    from .options import LiteTrainOptions
-    from .train.lite import train_lite
-
-    return _train(args, LiteTrainOptions, train_lite)
-
-
-def cmd_train_styles(args: argparse.Namespace) -> int:
-    """Train a style set: one conditional generator, several named styles (atelier.train.styles)."""
-    from .options import StyleSetTrainOptions
-    from .train.styles import train_styles
-
-    return _train(args, StyleSetTrainOptions, train_styles)
-
-
-def cmd_train_arbitrary(args: argparse.Namespace) -> int:
-    """Train an arbitrary-style student from the Magenta teacher (atelier.train.styles)."""
-    from .options import ArbitraryTrainOptions
-    from .train.styles import train_arbitrary
-
-    return _train(args, ArbitraryTrainOptions, train_arbitrary)
-
-
-def cmd_train_style_encoder(args: argparse.Namespace) -> int:
-    """Distil Magenta's style predictor into the small style encoder (atelier.train.style_encoder)."""
-    from .options import StyleEncoderTrainOptions
-    from .train.style_encoder import train_style_encoder
-
-    return _train(args, StyleEncoderTrainOptions, train_style_encoder)
-
-
-def cmd_train_student(args: argparse.Namespace) -> int:
-    """Train a student generator on a pairs folder (atelier.train.student); runs under torchrun unchanged."""
-    from .options import StudentTrainOptions
-    from .train.student import train_student
-
-    return _train(args, StudentTrainOptions, train_student)
-
-
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Make (content, stylised) pairs with a teacher (atelier.train.prepare); resumable, shardable."""
     from .options import PrepareOptions
@@ -449,36 +402,10 @@ def build_parser() -> argparse.ArgumentParser:
     k.set_defaults(func=cmd_weights_make_lite)
 
     from .bench import BenchOptions
-    from .options import ArbitraryTrainOptions, LiteTrainOptions, StudentTrainOptions, StyleSetTrainOptions
+    from .cli_train import add_parsers as add_train
     from .options import PrepareOptions
 
-    t = sub.add_parser("train", help="train models (the lite encoder, students)")
-    tsub = t.add_subparsers(dest="train_command", metavar="WHAT")
-    tsub.required = True
-    _options_command(tsub, "lite", LiteTrainOptions, cmd_train_lite,
-                     "train a lite encoder and write its model folder",
-                     "Train a lite encoder on folders of images (distilled from VGG19 or as an autoencoder). Runs "
-                     "under `torchrun --nproc_per_node N` as it is.")
-    _options_command(tsub, "student", StudentTrainOptions, cmd_train_student,
-                     "train a feed-forward student on a pairs folder (atelier prepare)",
-                     "Train a pix2pix-style generator to imitate a teacher's pictures in one pass. Runs under "
-                     "`torchrun --nproc_per_node N` as it is.")
-    _options_command(tsub, "styles", StyleSetTrainOptions, cmd_train_styles,
-                     "train one conditional student for several named styles (one pairs folder each)",
-                     "Train a tiny conditional generator on one pairs folder per style (atelier prepare); the model "
-                     "paints every style, blends and a strength in one pass. Runs under torchrun as it is.")
-    _options_command(tsub, "arbitrary", ArbitraryTrainOptions, cmd_train_arbitrary,
-                     "train an arbitrary-style student from the magenta teacher",
-                     "Train a tiny generator conditioned on Magenta's style embedding: the teacher labels a bank of "
-                     "photo crops with augmented and mixed style embeddings, kept in the run folder; then any style "
-                     "image paints in one pass.")
-    from .options import StyleEncoderTrainOptions
-
-    _options_command(tsub, "style-encoder", StyleEncoderTrainOptions, cmd_train_style_encoder,
-                     "distil Magenta's style predictor into the small style encoder",
-                     "Train the style encoder the arbitrary-style students use by default: Magenta's style predictor "
-                     "labels a bank of augmented crops of photographs and style images, kept in the run folder; the "
-                     "encoder learns to give the same 100-d embedding in a few ms.")
+    add_train(sub, _options_command)
     _options_command(sub, "prepare", PrepareOptions, cmd_prepare,
                      "make (photo, stylised) training pairs with a teacher",
                      "Stylise every photograph of a folder with a teacher (gatys, lite, effnet or magenta) and write "
