@@ -218,18 +218,6 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_prepare(args: argparse.Namespace) -> int:
-    """Make (content, stylised) pairs with a teacher (atelier.train.prepare); resumable, shardable."""
-    from .options import PrepareOptions
-    from .train.prepare import prepare
-
-    summary = prepare(log=_log(args), progress=not args.quiet, **given_options(args, PrepareOptions))
-    skipped = ", ".join(f"{n} {why}" for why, n in summary["skipped"].items()) or "none"
-    print(f"wrote {summary['done']} new pair(s) to {summary['out']} ({summary['already']} already there; "
-          f"skipped: {skipped})")
-    return 0
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     """Export a student (atelier.export.export_onnx) or the magenta method (export_magenta) to ONNX, with parity
     checks against torch."""
@@ -403,13 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .bench import BenchOptions
     from .cli_train import add_parsers as add_train
-    from .options import PrepareOptions
 
     add_train(sub, _options_command)
-    _options_command(sub, "prepare", PrepareOptions, cmd_prepare,
-                     "make (photo, stylised) training pairs with a teacher",
-                     "Stylise every photograph of a folder with a teacher (gatys, lite, effnet or magenta) and write "
-                     "the pairs and a manifest; run it again to continue.")
     b = _options_command(sub, "bench", BenchOptions, cmd_bench,
                          "measure speed, memory, size and quality of methods side by side",
                          "Benchmark methods against the textbook Gatys baseline on the same pairs; writes "

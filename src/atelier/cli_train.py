@@ -1,4 +1,5 @@
-"""``atelier train WHAT``: one table of training commands, each an options dataclass and a library entry point.
+"""``atelier train WHAT`` and ``atelier prepare``: one table of training commands, each an options dataclass and a
+library entry point, and the command that makes their pairs.
 
 Every command's flags are generated from its options (``cli._options_command``) and it runs the same way: the entry
 point trains with a log and a progress bar (unless ``--quiet``) and returns the model folder, which the first process
@@ -54,10 +55,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Make (content, stylised) pairs with a teacher (atelier.train.prepare); resumable, shardable."""
+    from .cli import _log
+    from .flags import given as given_options
+    from .options import PrepareOptions
+    from .train.prepare import prepare
+
+    summary = prepare(log=_log(args), progress=not args.quiet, **given_options(args, PrepareOptions))
+    skipped = ", ".join(f"{n} {why}" for why, n in summary["skipped"].items()) or "none"
+    print(f"wrote {summary['done']} new pair(s) to {summary['out']} ({summary['already']} already there; "
+          f"skipped: {skipped})")
+    return 0
+
+
 def add_parsers(sub, options_command) -> None:
-    """``atelier train`` and its subcommands, on the subparsers ``sub`` (``options_command``: cli._options_command)."""
+    """``atelier train`` and its subcommands, and ``atelier prepare``, on the subparsers ``sub`` (``options_command``:
+    cli._options_command)."""
     t = sub.add_parser("train", help="train models (the lite encoder, students, the style encoder)")
     tsub = t.add_subparsers(dest="train_command", metavar="WHAT")
     tsub.required = True
     for name, (_, _, help_text, description) in TRAINERS.items():
         options_command(tsub, name, options_class(name), cmd_train, help_text, description)
+    from .options import PrepareOptions
+
+    options_command(sub, "prepare", PrepareOptions, cmd_prepare,
+                    "make (photo, stylised) training pairs with a teacher",
+                    "Stylise every photograph of a folder with a teacher (gatys, lite, effnet or magenta) and write "
+                    "the pairs and a manifest; run it again to continue.")
+
